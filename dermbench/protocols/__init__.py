@@ -1,0 +1,30 @@
+"""Protocol registry. Each protocol module is imported only when used."""
+from __future__ import annotations
+
+import importlib
+
+from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
+
+# protocol name -> "module:ClassName"
+_PROTOCOLS = {
+    "retrieval": "dermbench.protocols.retrieval:Retrieval",
+    "linear": "dermbench.protocols.linear_probe:LinearProbe",
+    "seg-linear": "dermbench.protocols.segmentation:LinearSegmentation",
+    "seg-upernet": "dermbench.protocols.segmentation:UperNetSegmentation",
+    "caption": "dermbench.protocols.captioning:Captioning",
+    "federated": "dermbench.protocols.federated:Federated",
+}
+
+
+def names() -> list[str]:
+    return list(_PROTOCOLS)
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in _PROTOCOLS:
+        raise KeyError(f"unknown protocol {name!r}. Valid protocols: {', '.join(_PROTOCOLS)}")
+    module, cls = _PROTOCOLS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "names"]

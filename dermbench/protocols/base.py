@@ -1,0 +1,80 @@
+"""What every protocol receives and returns.
+
+A protocol trains/evaluates a head on frozen features and returns *per-sample
+predictions*; metrics, bootstrap intervals and every table are computed from those
+predictions by :mod:`dermbench.evaluation`, so any number can be recomputed later
+from the stored files alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from dermbench.data.sample import Sample, TaskData
+from dermbench.splits import Split
+from dermbench.tasks import TaskCard
+
+# Families of per-sample predictions; each has its metrics in dermbench.evaluation.
+#  classification: columns sample_id, label, pred, score_0..score_{C-1}
+#  segmentation:   columns sample_id, dice, jaccard, tp, fp, fn, tn (lesion-class pixel counts)
+#  caption:        columns sample_id, reference, generated, and one column per per-sample metric
+KINDS = ("classification", "segmentation", "caption")
+
+
+@dataclass
+class RunContext:
+    card: TaskCard
+    data: TaskData
+    split: Split
+    get_backbone: Callable[[], Any]  # lazy: builds the FrozenBackbone on first call
+    features: Any  # dermbench.features.FeatureCache
+    seed: int
+    device: str
+    config: dict[str, Any]  # this protocol's resolved hyper-parameters (defaults + overrides)
+    artifacts_dir: Path  # <output>/<model>/<task>/<protocol>.artifacts/ for figures, masks...
+    progress: bool = True
+
+    @property
+    def train(self) -> list[Sample]:
+        return self.split.select(self.data, "train")
+
+    @property
+    def test(self) -> list[Sample]:
+        return self.split.select(self.data, "test")
+
+
+@dataclass
+class ProtocolOutput:
+    predictions: pd.DataFrame
+    kind: str  # one of KINDS
+    n_train: int
+    n_test: int
+    info: dict[str, Any] = field(default_factory=dict)  # training curves, skipped metrics, notes
+    artifacts: list[str] = field(default_factory=list)  # relative to the result folder
+
+
+class Protocol:
+    """Base: subclasses set name/kind/defaults and implement run()."""
+
+    name: str = ""
+    kind: str = "classification"
+    defaults: dict[str, Any] = {}
+    # Optional extra that the protocol needs (e.g. 'captioning'); checked before running.
+    requires: tuple[str, ...] = ()
+
+    def applies_to(self, card: TaskCard) -> bool:
+        return self.name in card.protocols
+
+    def resolve_config(self, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        cfg = dict(self.defaults)
+        for k, v in (overrides or {}).items():
+            if k not in cfg:
+                raise KeyError(f"protocol {self.name!r} has no setting {k!r}; settings: {', '.join(sorted(cfg))}")
+            cfg[k] = type(cfg[k])(v) if cfg[k] is not None and not isinstance(cfg[k], (list, tuple)) else v
+        return cfg
+
+    def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
+        raise TypeError(f"protocol {self.name!r} does not implement run()")
