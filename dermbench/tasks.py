@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-GROUPS = ("malignancy", "severity", "multi-category", "caption", "segmentation")
+GROUPS = ("malignancy", "severity", "multi-category", "caption", "segmentation", "federated")
 CLASSIFICATION_GROUPS = ("malignancy", "severity", "multi-category")
-SPLIT_RULES = ("stratified", "random", "derived")
+SPLIT_RULES = ("stratified", "random", "derived", "sites")
 
 _BUILTIN_DIR = Path(__file__).resolve().parent.parent / "tasks"
 
@@ -34,6 +34,7 @@ class TaskCard:
     split: str = "stratified"  # 'stratified' | 'random' | 'derived'
     train_fraction: float = 0.5
     split_from: Optional[str] = None  # for split = 'derived': the task whose split this one reuses
+    sites: tuple[str, ...] = ()  # for split = 'sites' (federated): one client per task, each with its own split
     source: str = "public"  # 'public' | 'private'
     licence: str = "unknown"
     citation: str = ""
@@ -88,6 +89,7 @@ def _parse_card(path: Path) -> TaskCard:
         split=split,
         train_fraction=float(d.get("train_fraction", 0.5)),
         split_from=d.get("split_from"),
+        sites=tuple(d.get("sites", ())),
         source=d.get("source", "public"),
         licence=d.get("licence", "unknown"),
         citation=d.get("citation", ""),
@@ -127,6 +129,7 @@ PAPER_ORDER = [
     "msd2", "mtd2", "acne04",
     "gld6", "sid2", "vwcd4", "derm7pt", "fitzpatrick17k-3", "fitzpatrick17k-9",
     "skincap",
+    "fl-malignancy",
     "ph2-seg", "skincancer", "isic2016", "isic2017", "isic2018",
 ]
 

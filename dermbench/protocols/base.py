@@ -62,8 +62,10 @@ class Protocol:
     name: str = ""
     kind: str = "classification"
     defaults: dict[str, Any] = {}
-    # Optional extra that the protocol needs (e.g. 'captioning'); checked before running.
+    # Modules the protocol needs beyond the core install, and the pip extra that provides them;
+    # checked before running so that a missing extra is a clear skip, not a traceback.
     requires: tuple[str, ...] = ()
+    extra: str = ""
 
     def applies_to(self, card: TaskCard) -> bool:
         return self.name in card.protocols

@@ -33,6 +33,7 @@ _MODULES = {
     "isic2018": "isic",
     "waterloo": "waterloo",
     "manifest": "manifest",
+    "federated": "federated",
 }
 
 

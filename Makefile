@@ -1,0 +1,28 @@
+# The two commands of the README. `make demo` installs and runs the main job on DermSynth;
+# `make test` installs and runs the test suite (CI runs exactly this).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# torch and torchvision go first and pinned: unpinned, pip would pull a multi-GB build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet
+	$(BIN)/dermbench leaderboard --format all --out leaderboards/dermsynth
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
