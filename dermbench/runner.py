@@ -21,7 +21,7 @@ from dermbench import registry
 from dermbench.config import cache_dir, resolve_data_root
 from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import sha256_file
-from dermbench.protocols import get_protocol
+from dermbench.protocols import get_protocol, is_available
 from dermbench.protocols.base import RunContext
 from dermbench.results import is_finished, now, provenance, result_paths, write_result
 from dermbench.splits import Split, make_split, write_split
@@ -201,6 +201,10 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
     if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name):
         log(f"{where}: finished earlier, skipped (use --overwrite to recompute)")
         return Outcome(label, card.name, protocol_name, "skipped", "finished earlier")
+    if not is_available(protocol_name):
+        msg = f"protocol {protocol_name!r} is not available in this version of dermbench"
+        log(f"{where}: skipped, {msg}")
+        return Outcome(label, card.name, protocol_name, "skipped", msg)
     try:
         protocol = get_protocol(protocol_name)
         missing = [m for m in protocol.requires if not _importable(m)]

@@ -20,6 +20,13 @@ def names() -> list[str]:
     return list(_PROTOCOLS)
 
 
+def is_available(name: str) -> bool:
+    """False when the protocol's module is not part of this installation."""
+    import importlib.util
+
+    return importlib.util.find_spec(_PROTOCOLS[name].split(":")[0]) is not None
+
+
 def get_protocol(name: str) -> Protocol:
     if name not in _PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}. Valid protocols: {', '.join(_PROTOCOLS)}")
@@ -27,4 +34,4 @@ def get_protocol(name: str) -> Protocol:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "names"]
+__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "is_available", "names"]

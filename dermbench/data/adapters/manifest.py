@@ -1,0 +1,71 @@
+"""Generic manifest: the six private tasks and any user dataset (format in docs/datasets.md).
+
+``<task folder>/manifest.csv`` with columns ``image`` and ``label`` (a class name of the task
+card, or its 0-based index), optionally ``id``, ``split`` (train/val/test), ``skin_type``,
+``sex``, ``age``, ``site``, ``mask``, ``caption``. Relative paths are relative to the manifest's folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dermbench.data.adapters import adapter
+from dermbench.data.adapters._common import check_mask, check_no_empty_class, child, class_index, empty_file
+from dermbench.data.sample import DatasetError, Sample, TaskData
+
+SUBGROUPS = ("skin_type", "sex", "age", "site")
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@adapter("manifest")
+def load(root: Path, card) -> TaskData:
+    name = card.options.get("manifest", "manifest.csv")
+    csv = child(root, name)
+    if csv is None:
+        raise DatasetError(f"{root}: {name} not found; a manifest task needs a CSV with columns image,label "
+                           "(optional: id, split, skin_type, sex, age, site, mask, caption) — see docs/datasets.md")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    needs_label = bool(card.classes)
+    required = ["image"] + (["label"] if needs_label else [])
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DatasetError(f"{csv}: column(s) {missing} missing; found {list(table.columns)}; "
+                           "expected image,label[,id,split,skin_type,sex,age,site,mask,caption]")
+    samples, skipped, seen = [], [], set()
+    for n, row in enumerate(table.to_dict("records"), start=2):
+        image = _path(csv, row["image"], n, "image")
+        if empty_file(image):
+            skipped.append((str(image), "empty file"))
+            continue
+        sid = row.get("id") or str(Path(row["image"]).with_suffix(""))
+        if sid in seen:
+            raise DatasetError(f"{csv}:{n}: id {sid!r} appears twice; ids (or image paths) must be unique")
+        seen.add(sid)
+        sample = Sample(id=sid, image=image, groups={g: str(row[g]) for g in SUBGROUPS if g in row and row[g] != ""})
+        if needs_label:
+            raw = str(row["label"]).strip()
+            sample.label = int(raw) if raw.isdigit() and int(raw) < len(card.classes) else class_index(raw, card.classes, csv, "label")
+            sample.source_label = raw
+        if row.get("split"):
+            split = SPLITS.get(str(row["split"]).strip().lower())
+            if split is None:
+                raise DatasetError(f"{csv}:{n}: split {row['split']!r}, expected one of train, val, test")
+            sample.official_split = split
+        if row.get("mask"):
+            sample.mask = _path(csv, row["mask"], n, "mask")
+            check_mask(image, sample.mask)
+        if row.get("caption"):
+            sample.caption = row["caption"]
+        samples.append(sample)
+    if needs_label:
+        check_no_empty_class(samples, card.classes, root, card.expected)
+    return TaskData(task=card.name, root=root, samples=samples, classes=list(card.classes), skipped=skipped)
+
+
+def _path(csv: Path, value: str, line: int, column: str) -> Path:
+    path = Path(value)
+    path = path if path.is_absolute() else csv.parent / path
+    if not path.exists():
+        raise DatasetError(f"{csv}:{line}: {column} {value!r} does not exist ({path}); paths are relative to the manifest's folder")
+    return path

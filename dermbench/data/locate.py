@@ -1,0 +1,26 @@
+"""Find each task's folder under the data root and read it through its adapter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dermbench.data.adapters import get_adapter
+from dermbench.data.sample import DatasetError, TaskData
+
+
+def find_task_root(data_root: Path, card) -> Path:
+    """The first of the card's official folder names present under ``data_root`` (case-insensitive)."""
+    data_root = Path(data_root)
+    if not data_root.is_dir():
+        raise DatasetError(f"data root {data_root} is not a folder; pass --data-root DIR or set DERMBENCH_DATA_ROOT")
+    entries = {p.name.lower(): p for p in data_root.iterdir() if p.is_dir()}
+    for name in card.folders:
+        if name.lower() in entries:
+            return entries[name.lower()]
+    raise DatasetError(f"task {card.name}: none of the folders {list(card.folders)} found in {data_root}; "
+                       f"download {card.title} and extract it there under one of those names")
+
+
+def load_task(data_root: Path, card) -> TaskData:
+    if card.adapter == "federated":
+        return get_adapter("federated")(Path(data_root), card)
+    return get_adapter(card.adapter)(find_task_root(data_root, card), card)
