@@ -151,3 +151,26 @@ def test_empty_image_is_reported_not_dropped_silently(synth, tmp_path):
     (root / "ddi" / "000002.png").write_bytes(b"")
     data = load_task(root, get_card("ddi"))
     assert len(data.samples) == 79 and data.skipped[0][1] == "empty file"
+
+
+def test_data_check_reports_every_task_with_its_expected_counts(synth):
+    from typer.testing import CliRunner
+
+    from dermbench.cli import app
+
+    res = CliRunner().invoke(app, ["data", "check", "--data-root", str(synth)])
+    assert res.exit_code == 0, res.output
+    assert "21 of 21 task(s) found" in res.output
+    assert "(expected" not in res.output and "/" not in "".join(l for l in res.output.splitlines() if "classes:" in l)
+    assert "LEAK" not in res.output
+
+
+def test_data_check_names_the_folders_it_looked_for(synth, tmp_path):
+    from dermbench.data.check import check_data, format_report
+
+    root = _copy(synth, tmp_path, "ddi")
+    shutil.copy(root / "ddi" / "000001.png", root / "ddi" / "000002.png")  # a duplicate image
+    text = format_report(check_data(root, [get_card("ddi"), get_card("mednode")]))
+    assert "✗ mednode: not found" in text and "complete_mednode_dataset" in text
+    assert "identical images: 000001, 000002" in text
+    assert "1 of 2 task(s) found" in text

@@ -414,6 +414,28 @@ def generate(out_dir: Path, scale: float = 1.0, seed: int = 0, datasets: Optiona
     return out_dir
 
 
+def expected_counts(root: Path, card) -> Optional[dict]:
+    """What DermSynth at ``root`` wrote for ``card`` ({class: n} or {official split: n}), or None if not DermSynth."""
+    meta = Path(root) / "DERMSYNTH.json"
+    if not meta.exists():
+        return None
+    counts = json.loads(meta.read_text())["counts"]
+    if card.adapter == "federated":
+        return None
+    key = card.folders[0].lower() if card.adapter == "manifest" else card.adapter
+    written = counts.get(key, {})
+    if card.classes:
+        out = {c: written[c] for c in card.classes if c in written}
+        out["total"] = sum(out.values())
+        return out
+    if card.name.startswith("isic"):
+        pool = card.options.get("official_splits", list(written))
+        return {"total": sum(written[p] for p in pool)}
+    if card.adapter == "ph2":
+        return {"total": written["nevus"] + written["melanoma"]}
+    return {"total": next(iter(written.values()))}
+
+
 def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed: int = 0) -> Path:
     """The cached DermSynth copy, generated on first use (into a temporary folder, then renamed)."""
     from dermbench.config import cache_dir

@@ -1,0 +1,121 @@
+"""`dermbench data check`: what each task's adapter finds under a data root.
+
+Per task: found or not (and which folders were looked for), counts per class and per
+official split against the release's expected counts, files that could not be used, and
+images duplicated by content (within the task, and across the default train/test split).
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from dermbench.data.locate import load_task
+from dermbench.data.sample import DatasetError, TaskData
+from dermbench.io import sha256_file
+from dermbench.splits import Split, make_split
+from dermbench.tasks import TaskCard, get_card
+
+
+@dataclass
+class TaskReport:
+    task: str
+    found: bool
+    message: str = ""
+    root: Optional[Path] = None
+    n_samples: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)
+    official_splits: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)  # groups of sample ids with identical bytes
+    leaks: list[tuple[str, str]] = field(default_factory=list)  # (train id, test id) with identical bytes
+    notes: list[str] = field(default_factory=list)
+
+
+def _split_for(card: TaskCard, data: TaskData, data_root: Path, cache: dict) -> Split:
+    if card.name in cache:
+        return cache[card.name]
+    if card.split == "derived":
+        parent_card = get_card(card.split_from)
+        parent = _split_for(parent_card, load_task(data_root, parent_card), data_root, cache)
+        split = make_split(data, "derived", 0, parent=parent)
+    elif card.split == "sites":
+        train, test = [], []
+        for site in card.sites:
+            site_card = get_card(site)
+            s = _split_for(site_card, load_task(data_root, site_card), data_root, cache)
+            train += [f"{site}/{i}" for i in s.train]
+            test += [f"{site}/{i}" for i in s.test]
+        split = Split(card.name, "sites", 0, sorted(train), sorted(test))
+    else:
+        split = make_split(data, card.split, 0, card.train_fraction)
+    cache[card.name] = split
+    return split
+
+
+def check_task(data_root: Path, card: TaskCard, split_cache: dict) -> TaskReport:
+    try:
+        data = load_task(data_root, card)
+    except DatasetError as exc:
+        return TaskReport(task=card.name, found=False, message=str(exc))
+    from dermbench.synth import expected_counts
+
+    synth_expected = expected_counts(data_root, card)
+    report = TaskReport(task=card.name, found=True, root=data.root, n_samples=len(data.samples),
+                        expected=synth_expected if synth_expected is not None else dict(card.expected),
+                        skipped=list(data.skipped), notes=list(data.notes))
+    if synth_expected is not None:
+        report.notes.append("DermSynth: compared with the counts DermSynth wrote, not the real release's")
+    if data.classes:
+        counts = Counter(data.classes[s.label] for s in data.samples)
+        report.class_counts = {c: counts.get(c, 0) for c in data.classes}
+    report.official_splits = dict(Counter(s.official_split for s in data.samples if s.official_split))
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for s in data.samples:
+        by_hash[sha256_file(s.image)].append(s.id)
+    report.duplicates = [ids for ids in by_hash.values() if len(ids) > 1]
+    if report.duplicates:
+        split = _split_for(card, data, data_root, split_cache)
+        train, test = set(split.train), set(split.test)
+        for ids in report.duplicates:
+            report.leaks += [(a, b) for a in ids if a in train for b in ids if b in test]
+    return report
+
+
+def check_data(data_root: Path, cards: Sequence[TaskCard]) -> list[TaskReport]:
+    cache: dict = {}
+    return [check_task(Path(data_root), card, cache) for card in cards]
+
+
+def format_report(reports: Sequence[TaskReport]) -> str:
+    lines = []
+    for r in reports:
+        if not r.found:
+            lines.append(f"✗ {r.task}: not found — {r.message}")
+            continue
+        head = f"✓ {r.task}: {r.n_samples} samples in {r.root}"
+        expected_total = r.expected.get("total")
+        if expected_total is not None and expected_total != r.n_samples:
+            head += f" (expected {expected_total})"
+        lines.append(head)
+        if r.class_counts:
+            parts = []
+            for c, n in r.class_counts.items():
+                exp = r.expected.get(c)
+                parts.append(f"{c} {n}" + (f"/{exp}" if exp is not None and exp != n else ""))
+            lines.append("    classes: " + ", ".join(parts) + ("  (found/expected where they differ)" if any("/" in p for p in parts) else ""))
+        if r.official_splits:
+            lines.append("    official split: " + ", ".join(f"{k} {v}" for k, v in sorted(r.official_splits.items())))
+        for path, reason in r.skipped:
+            lines.append(f"    unusable file: {path} ({reason})")
+        for ids in r.duplicates:
+            lines.append(f"    identical images: {', '.join(ids)}")
+        for a, b in r.leaks:
+            lines.append(f"    LEAK: train {a} and test {b} are the same image")
+        for note in r.notes:
+            lines.append(f"    note: {note}")
+    found = sum(r.found for r in reports)
+    lines.append(f"{found} of {len(reports)} task(s) found")
+    return "\n".join(lines)
