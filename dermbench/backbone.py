@@ -9,6 +9,7 @@ and the preprocessing of its release through :meth:`FrozenBackbone.transform`.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import json
 from typing import Callable, Optional, Sequence
@@ -145,10 +146,12 @@ class TimmViTBackbone(FrozenBackbone):
     def __init__(self, model: nn.Module, meta: BackboneMeta, weights_sha256: str = "random", variant=None):
         super().__init__(meta, weights_sha256, variant)
         self.model = model
+        # True for models whose canonical embedding is the head's output (CLIP's projection)
+        self.use_head = False
         self.freeze()
 
     def forward_global(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=not self.use_head)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
@@ -167,12 +170,43 @@ def _tokens_to_map(tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Build models inside this block so that a random initialisation is the same on every machine."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def sha256_state_dict(state_dict: dict) -> str:
     """Hash of tensor names, shapes and bytes (order-independent): for weights built in memory."""
     h = hashlib.sha256()
     for k in sorted(state_dict):
-        t = state_dict[k].detach().cpu().contiguous()
+        t = state_dict[k].detach().cpu().contiguous().reshape(-1)
         h.update(k.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+class TimmCNNBackbone(FrozenBackbone):
+    """timm CNN-like models (ResNet, DaViT): pooled global, last-stage map, stage maps as levels."""
+
+    def __init__(self, model: nn.Module, meta: BackboneMeta, weights_sha256: str = "random", variant=None,
+                 projection: Optional[nn.Module] = None):
+        super().__init__(meta, weights_sha256, variant)
+        self.model = model
+        # e.g. MedImageInsight's image projection after the pooled feature
+        self.projection = projection
+        self.freeze()
+
+    def forward_global(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.projection(pooled) if self.projection is not None else pooled
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def forward_levels(self, x: torch.Tensor, indices: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
+        idx = list(indices if indices is not None else self.level_indices)
+        return list(self.model.forward_intermediates(x, indices=idx, intermediates_only=True))

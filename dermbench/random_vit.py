@@ -28,20 +28,16 @@ RANDOM_VIT = BackboneMeta(
 @register_backbone(RANDOM_VIT)
 def build_random_vit(weights=None, meta=RANDOM_VIT, seed: int = 0):
     import timm
-    import torch
 
-    from dermbench.backbone import TimmViTBackbone, sha256_state_dict
+    from dermbench.backbone import TimmViTBackbone, seeded, sha256_state_dict
 
     if weights not in (None, "random"):
         raise ValueError(f"random-vit has no released weights; got --weights {weights!r} (use 'random' or leave it out)")
-    # Seeded so that 'random' is the same network on every machine and run.
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=meta.input_size,
-        patch_size=meta.patch_size, embed_dim=meta.embed_dim, depth=4, num_heads=3,
-    )
-    torch.random.set_rng_state(gen_state)
+    with seeded(seed):  # the same network on every machine and run
+        model = timm.create_model(
+            "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=meta.input_size,
+            patch_size=meta.patch_size, embed_dim=meta.embed_dim, depth=4, num_heads=3,
+        )
     # Weights are not a release, but their hash still identifies the features.
     backbone = TimmViTBackbone(model, meta, weights_sha256="random:" + sha256_state_dict(model.state_dict())[:16])
     backbone.seg_input_size = meta.input_size  # a 64-px test model: segment at its native size
