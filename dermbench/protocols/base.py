@@ -75,8 +75,31 @@ class Protocol:
         for k, v in (overrides or {}).items():
             if k not in cfg:
                 raise KeyError(f"protocol {self.name!r} has no setting {k!r}; settings: {', '.join(sorted(cfg))}")
-            cfg[k] = type(cfg[k])(v) if cfg[k] is not None and not isinstance(cfg[k], (list, tuple)) else v
+            cfg[k] = _coerce(self.name, k, cfg[k], v)
         return cfg
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _coerce(protocol: str, key: str, default: Any, value: Any) -> Any:
+    """Cast a command-line override (usually a string) to the type of the default.
+
+    bool needs its own rule: ``bool("false")`` is True, which would silently flip a switch.
+    """
+    if default is None or isinstance(default, (list, tuple)) or not isinstance(value, str):
+        return value
+    if isinstance(default, bool):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{protocol}.{key} expects true/false (or 1/0, yes/no, on/off), got {value!r}")
+    try:
+        return type(default)(value)
+    except ValueError as exc:
+        raise ValueError(f"{protocol}.{key} expects a {type(default).__name__}, got {value!r}") from exc
 
     def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
         raise TypeError(f"protocol {self.name!r} does not implement run()")
