@@ -221,7 +221,7 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
         return Outcome(label, card.name, protocol_name, "skipped", str(exc))
 
     started = now()
-    config = protocol.resolve_config(settings.overrides.get(protocol_name))
+    config = protocol.resolve_config({**protocol.data_defaults(data), **(settings.overrides.get(protocol_name) or {})})
     paths = result_paths(results_dir, label, card.name, protocol_name)
     ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=features,
                      seed=settings.seed, device=device, config=config, artifacts_dir=paths["artifacts"],

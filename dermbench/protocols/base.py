@@ -70,6 +70,10 @@ class Protocol:
     def applies_to(self, card: TaskCard) -> bool:
         return self.name in card.protocols
 
+    def data_defaults(self, data: TaskData) -> dict[str, Any]:
+        """Settings whose default depends on the data (applied before the user's overrides)."""
+        return {}
+
     def resolve_config(self, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         cfg = dict(self.defaults)
         for k, v in (overrides or {}).items():

@@ -314,6 +314,11 @@ class Captioning(Protocol):
     requires = ("peft", "pycocoevalcap", "rouge_score")
     extra = "captioning"
 
+    def data_defaults(self, data) -> dict[str, Any]:
+        # DermSynth's captions are read by the CPU-sized LM built from its training captions;
+        # real data keeps the paper's BioMistral-7B.
+        return {"llm": default_llm_for(is_dermsynth(data.root))}
+
     def run(self, ctx: RunContext) -> ProtocolOutput:
         from dermbench.caption_metrics import skipped_metrics
 
