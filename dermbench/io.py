@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -47,3 +47,30 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def build_folder_once(target: Path, marker: str, build: Callable[[Path], Any]) -> Path:
+    """Return ``target``, first building it with ``build(tmp_folder)`` unless ``target/marker`` exists.
+
+    The folder is built in a temporary sibling and renamed into place, so a concurrent or
+    interrupted build never leaves a half-written folder where a reader would take it for a
+    finished one; when another process finishes first, its copy is used.
+    """
+    import shutil
+
+    target = Path(target)
+    if (target / marker).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: use its copy
+            if not (target / marker).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

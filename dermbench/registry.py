@@ -12,7 +12,6 @@ factory, never at module level, so that ``dermbench --help`` and
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dermbench.io import atomic_write_json, sha256_bytes
+from dermbench.io import atomic_write_json, build_folder_once, sha256_bytes
 
 TINY_LM_ID = "dermbench/tiny-lm"
 BIOMISTRAL_ID = "BioMistral/BioMistral-7B"
@@ -101,23 +99,9 @@ def ensure_tiny_lm(train_captions: Sequence[str], prompt: Sequence[str] = DEFAUL
         raise ValueError("the tiny LM is trained on the task's training captions, and none were given")
     base = Path(cache_root) if cache_root else cache_dir() / "tiny-lm"
     target = base / tiny_lm_key(captions, prompt)[:16]
-    if (target / "tiny_lm.json").is_file():
-        return target
-    base.mkdir(parents=True, exist_ok=True)
-    # Built in a temporary folder, then renamed: a concurrent or interrupted build never leaves
-    # a half-written model where a reader would take it for a finished one.
-    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".tmp-"))
-    try:
-        build_tiny_lm(captions, tmp, prompt=prompt, progress=progress)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: use its copy
-            if not (target / "tiny_lm.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    # Built in a temporary folder, then renamed (see build_folder_once).
+    return build_folder_once(target, "tiny_lm.json",
+                             lambda tmp: build_tiny_lm(captions, tmp, prompt=prompt, progress=progress))
 
 
 def prompt_text(prompt: Sequence[str]) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dermbench.io import build_folder_once
 from dermbench.synth.render import LesionStyle, jitter_style, render
 from dermbench.synth.styles import ACNE_COUNTS, CLASS_ENTITY, ENTITIES
 
@@ -442,18 +441,4 @@ def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed
 
     base = Path(cache_root) if cache_root else cache_dir() / "dermsynth"
     target = base / f"v{VERSION}-s{seed}-x{scale:g}"
-    if (target / "DERMSYNTH.json").exists():
-        return target
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".tmp-"))
-    try:
-        generate(tmp, scale=scale, seed=seed)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: use its copy
-            if not (target / "DERMSYNTH.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_folder_once(target, "DERMSYNTH.json", lambda tmp: generate(tmp, scale=scale, seed=seed))

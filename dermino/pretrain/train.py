@@ -58,8 +58,6 @@ def init_distributed(device_choice: str) -> DistInfo:
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
     use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    rank = int(os.environ.get("RANK", 0)) if launched else 0
-    world = int(os.environ.get("WORLD_SIZE", 1)) if launched else 1
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if launched else 0
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
