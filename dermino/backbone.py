@@ -55,7 +55,8 @@ def _tiny_meta(cfg: dict) -> BackboneMeta:
         resize_mode="shortest_crop", crop_pct=0.875, interpolation="bicubic", patch_size=kw["patch_size"],
         grid=(grid, grid), level_indices=levels, level_channels=(kw["embed_dim"],) * len(levels), licence="Apache-2.0",
         weights_source=f"shipped with dermbench: {TINY_WEIGHTS.name}", pretraining_datasets=("DermSynth",),
-        seen_tasks=tuple(cfg.get("training", {}).get("labelled_tasks", ())),
+        # every task whose training images it saw, labelled or not (the tables flag those results)
+        seen_tasks=tuple(cfg.get("training", {}).get("seen_tasks", cfg.get("training", {}).get("labelled_tasks", ()))),
         description="A demonstration model: DermINO's pretraining recipe at CPU scale on the synthetic DermSynth.",
     )
 
