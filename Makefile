@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/dermbench run --model random-vit --task all --quiet
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet
 	$(BIN)/dermbench leaderboard --format all --out leaderboards/dermsynth
 
 test: install
