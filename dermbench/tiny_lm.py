@@ -75,12 +75,6 @@ def default_llm_for(data_root_is_dermsynth: bool) -> str:
     return TINY_LM_ID if data_root_is_dermsynth else BIOMISTRAL_ID
 
 
-def is_dermsynth(path: Path) -> bool:
-    """True when ``path`` lies inside a DermSynth copy (its root holds DERMSYNTH.json)."""
-    path = Path(path).resolve()
-    return any((p / "DERMSYNTH.json").is_file() for p in (path, *path.parents))
-
-
 def tiny_lm_key(train_captions: Sequence[str], prompt: Sequence[str] = DEFAULT_PROMPT) -> str:
     """sha256 of what determines the model: the training captions (order-free), the prompt and the configuration."""
     body = {"version": TINY_LM_VERSION, "captions": sorted(str(c) for c in train_captions),

@@ -15,7 +15,8 @@ from dermbench.protocols.captioning import (CAPTION_DEFAULTS, LLMNotAvailable, b
                                             load_llm, most_frequent_caption, train_caption_model)
 from dermbench.splits import make_split
 from dermbench.tasks import get_card
-from dermbench.tiny_lm import (BIOMISTRAL_ID, TINY_LM_ID, default_llm_for, ensure_tiny_lm, is_dermsynth, tiny_lm_key,
+from dermbench.synth import is_dermsynth
+from dermbench.tiny_lm import (BIOMISTRAL_ID, TINY_LM_ID, default_llm_for, ensure_tiny_lm, tiny_lm_key,
                                train_tokenizer)
 
 requires_java = pytest.mark.skipif(not CM.java_available(), reason="pycocoevalcap's tokeniser and METEOR need java")

@@ -54,3 +54,17 @@ def test_captioning_runs_from_the_cli_with_the_tiny_lm_on_dermsynth(tmp_path):
     assert preds["generated"].str.len().gt(0).all()
     for metric in ("rouge1", "rouge2", "rougeL"):
         assert 0 <= record["metrics"][metric]["value"] <= 1
+
+
+def test_dermsynth_defaults_are_cpu_sized_and_real_data_keeps_the_papers(tmp_path):
+    from dermbench.data.sample import TaskData
+    from dermbench.protocols import get_protocol
+    from dermbench.synth import ensure_dermsynth
+
+    synth = TaskData(task="ph2-seg", root=ensure_dermsynth() / "PH2Dataset", classes=[], samples=[])
+    real = TaskData(task="ph2-seg", root=tmp_path, classes=[], samples=[])
+    upernet, caption = get_protocol("seg-upernet"), get_protocol("caption")
+    assert upernet.resolve_config(upernet.data_defaults(synth))["upernet_channels"] == 128
+    assert upernet.resolve_config(upernet.data_defaults(real))["upernet_channels"] == 768
+    assert caption.resolve_config(caption.data_defaults(synth))["llm"] == TINY_LM_ID
+    assert caption.resolve_config(caption.data_defaults(real))["llm"] == "BioMistral/BioMistral-7B"

@@ -32,8 +32,9 @@ import pandas as pd
 from dermbench.data.sample import DatasetError, Sample
 from dermbench.io import sha256_file
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
+from dermbench.synth import is_dermsynth
 from dermbench.tiny_lm import (BIOMISTRAL_ID, DEFAULT_PROMPT, TINY_LM_ID, default_llm_for, ensure_tiny_lm,
-                               hf_progress_bars, is_dermsynth, pad_right, prompt_ids)
+                               hf_progress_bars, pad_right, prompt_ids)
 
 CAPTION_DEFAULTS: dict[str, Any] = {
     "llm": BIOMISTRAL_ID,

@@ -435,6 +435,12 @@ def expected_counts(root: Path, card) -> Optional[dict]:
     return {"total": next(iter(written.values()))}
 
 
+def is_dermsynth(path: Path) -> bool:
+    """True when ``path`` lies inside a DermSynth copy (its root holds DERMSYNTH.json)."""
+    path = Path(path).resolve()
+    return any((p / "DERMSYNTH.json").is_file() for p in (path, *path.parents))
+
+
 def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed: int = 0) -> Path:
     """The cached DermSynth copy, generated on first use (into a temporary folder, then renamed)."""
     from dermbench.config import cache_dir
