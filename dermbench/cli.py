@@ -159,19 +159,54 @@ def compare(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all tasks both models have."),
     protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
     metric: str = typer.Option("auroc", "--metric"),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level (Holm-adjusted across the table's rows)."),
     results: Optional[Path] = typer.Option(None, "--results"),
 ) -> None:
     """Paired comparison of two models: paired bootstrap, DeLong, McNemar, the paper's t-test; Holm across tasks."""
-    from dermbench.compare import compare_models, format_comparison
+    from dermbench.compare import ComparisonError, compare_models, format_comparison
     from dermbench.tasks import select_tasks
 
     models = _split_list(model) or []
     if len(models) != 2:
         _fail(f"compare needs exactly two --model values, got {models}")
-    tasks = [c.name for c in select_tasks(task)] if task else None
-    table = compare_models(results or _default_results(), models[0], models[1], tasks=tasks, metric=metric,
-                           protocol=protocol)
+    if not 0 < alpha < 1:
+        _fail(f"--alpha must lie between 0 and 1, got {alpha}")
+    try:
+        tasks = [c.name for c in select_tasks(task)] if task else None
+        table = compare_models(results or _default_results(), models[0], models[1], tasks=tasks, metric=metric,
+                               protocol=protocol, alpha=alpha)
+    except (ComparisonError, KeyError, ValueError) as exc:
+        _fail(str(exc.args[0]) if exc.args else str(exc))
     typer.echo(format_comparison(table))
+
+
+@app.command()
+def fairness(
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Result label(s); default: all."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all with subgroups."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
+    attribute: Optional[str] = typer.Option(None, "--attribute", "-a", help="skin_type, sex, ... (default: all present)."),
+    metric: str = typer.Option("auroc", "--metric"),
+    min_samples: int = typer.Option(10, "--min-samples", help="Subgroups with fewer test samples are reported, not scored."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+) -> None:
+    """Per-subgroup metrics (Fitzpatrick skin type, sex, ...) with bootstrap CIs and the largest gap."""
+    from dermbench.fairness import fairness_table, format_fairness
+    from dermbench.io import atomic_write_text
+
+    results = results or _default_results()
+    if not results.is_dir():
+        _fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
+    try:
+        table = fairness_table(results, model=_split_list(model), task=task, metric=metric, protocol=protocol,
+                               attribute=attribute, min_samples=min_samples)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc.args[0]) if exc.args else str(exc))
+    typer.echo(format_fairness(table))
+    if csv is not None:
+        atomic_write_text(csv, table.to_csv(index=False))
+        typer.echo(f"wrote {csv}", err=True)
 
 
 def _default_results() -> Path:

@@ -67,3 +67,11 @@ def evaluate(kind: str, predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict
     point = replicates(kind, predictions, M.full_index(n))
     reps = replicates(kind, predictions, boot_idx)
     return {name: summarise(float(point[name][0]), reps[name]) for name in point}
+
+
+def evaluate_result(protocol, kind: str, predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
+    """Metrics of one result: the protocol's own ``evaluate`` hook where it has one (label efficiency,
+    federated: several prediction blocks per test sample), else the metrics of its output kind.
+    The runner and ``leaderboard --rebuild`` both go through here, so a rebuild reproduces a run."""
+    hook = getattr(protocol, "evaluate", None)
+    return hook(predictions, boot_idx) if hook is not None else evaluate(kind, predictions, boot_idx)

@@ -229,16 +229,15 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
         out = protocol.run(ctx)
         predictions = _with_groups(out.predictions, data)
         stratified = out.kind == "classification"
-        strata = predictions["label"].to_numpy() if stratified else None
+        # Protocols whose predictions hold several blocks per test sample (label efficiency, federated)
+        # say which label each test sample has, so that every protocol shares the same resamples.
+        strata_of = getattr(protocol, "bootstrap_strata", None)
+        strata = (strata_of(predictions) if strata_of else predictions["label"].to_numpy()) if stratified else None
         boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
             results_dir / "_bootstrap", card.name, split.sha256, settings.seed, len(split.test), strata, settings.n_boot)
-        evaluate = getattr(protocol, "evaluate", None)
-        if evaluate is not None:
-            metrics = evaluate(predictions, boot_idx)
-        else:
-            from dermbench.evaluation import evaluate as evaluate_kind
+        from dermbench.evaluation import evaluate_result
 
-            metrics = evaluate_kind(out.kind, predictions, boot_idx)
+        metrics = evaluate_result(protocol, out.kind, predictions, boot_idx)
         backbone = get_backbone()
         record = {
             "model": label,

@@ -62,7 +62,6 @@ def _tiny_meta(cfg: dict) -> BackboneMeta:
 
 
 def build_tiny(weights=None, meta=None):
-    import timm  # noqa: F401  (registers the architectures)
     from timm.models.vision_transformer import VisionTransformer
 
     from dermbench.backbone import TimmViTBackbone, seeded

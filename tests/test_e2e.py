@@ -7,11 +7,15 @@ import pytest
 from typer.testing import CliRunner
 
 from dermbench.cli import app
-from dermbench.evaluation import evaluate
+from dermbench.evaluation import evaluate_result
+from dermbench.protocols import get_protocol
 from dermbench.results import iter_results, read_predictions
+from dermbench.tasks import get_card
 
 runner = CliRunner()
-FAST = ["--set", "linear.epochs=5", "--n-boot", "200", "--quiet"]
+FAST = ["--set", "linear.epochs=5", "--set", "label-efficiency.epochs=5", "--set", "label-efficiency.repeats=2",
+        "--n-boot", "200", "--quiet"]
+TASKS = ("ddi", "acne04", "fitzpatrick17k-2", "fitzpatrick17k-3")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,9 @@ def test_run_writes_one_result_per_task_and_protocol(results):
     out, log = results
     assert "DermSynth" in log
     recs = {(r["task"], r["protocol"]): r for r in iter_results(out)}
-    assert set(recs) == {(t, p) for t in ("ddi", "acne04", "fitzpatrick17k-2", "fitzpatrick17k-3") for p in ("retrieval", "linear")}
+    # every protocol each task card lists (retrieval, linear, label-efficiency for these)
+    assert set(recs) == {(t, p) for t in TASKS for p in get_card(t).protocols}
+    assert all({"retrieval", "linear", "label-efficiency"} <= set(get_card(t).protocols) for t in TASKS)
     r = recs[("acne04", "linear")]
     for key in ("model", "task", "protocol", "metrics", "n_train", "n_test", "classes", "split_sha256", "seed", "provenance"):
         assert key in r
@@ -60,8 +66,10 @@ def test_stored_metrics_recompute_from_predictions(results):
     for r in iter_results(out):
         preds = read_predictions(r["_path"])
         boot = np.load(out / r["bootstrap"]["path"])
-        again = evaluate(r["kind"], preds, boot)
+        again = evaluate_result(get_protocol(r["protocol"]), r["kind"], preds, boot)
         assert again == r["metrics"]
+        if r["protocol"] == "label-efficiency":  # several blocks per test sample; tested in test_leaderboard
+            continue
         scores = preds[[c for c in preds.columns if c.startswith("score_")]].to_numpy()
         y = preds["label"].to_numpy()
         expected_auc = roc_auc_score(y, scores[:, 1]) if scores.shape[1] == 2 else roc_auc_score(y, scores, multi_class="ovr")
@@ -73,7 +81,7 @@ def test_rerun_skips_and_overwrite_recomputes_identically(results):
     out, _ = results
     before = {r["_path"]: r["metrics"] for r in iter_results(out)}
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--output", str(out), *FAST])
-    assert res.exit_code == 0 and res.output.count("finished earlier, skipped") == 2
+    assert res.exit_code == 0 and res.output.count("finished earlier, skipped") == len(get_card("ddi").protocols)
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--output", str(out), "--overwrite", *FAST])
     assert res.exit_code == 0 and "skipped" not in res.output.split("result(s) computed")[0]
     after = {r["_path"]: r["metrics"] for r in iter_results(out)}

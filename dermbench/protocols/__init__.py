@@ -13,6 +13,7 @@ _PROTOCOLS = {
     "seg-upernet": "dermbench.protocols.segmentation:UperNetSegmentation",
     "caption": "dermbench.protocols.captioning:Captioning",
     "federated": "dermbench.protocols.federated:Federated",
+    "label-efficiency": "dermbench.protocols.label_efficiency:LabelEfficiency",
 }
 
 

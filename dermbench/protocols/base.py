@@ -82,6 +82,9 @@ class Protocol:
             cfg[k] = _coerce(self.name, k, cfg[k], v)
         return cfg
 
+    def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
+        raise TypeError(f"protocol {self.name!r} does not implement run()")
+
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -104,6 +107,3 @@ def _coerce(protocol: str, key: str, default: Any, value: Any) -> Any:
         return type(default)(value)
     except ValueError as exc:
         raise ValueError(f"{protocol}.{key} expects a {type(default).__name__}, got {value!r}") from exc
-
-    def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
-        raise TypeError(f"protocol {self.name!r} does not implement run()")

@@ -1,0 +1,219 @@
+"""Leaderboard figures (matplotlib, Agg), written as SVG that is bit-identical from run to run.
+
+- :func:`heatmap_svg`: models × tasks, one metric (the paper's Fig. 5d).
+- :func:`bars_svg`: one bar per (task, model) with 95% CI whiskers, for one task group.
+- :func:`fairness_svg`: per-subgroup metric with CI whiskers, one marker series per model (Fig. 6a).
+- :func:`label_efficiency_svg`: metric against training fraction with CI bands, one panel per task (Fig. 6c).
+
+Every function takes plain data (values are fractions, shown in percent), sorts nothing itself
+(callers pass sorted keys) and returns the SVG bytes. Reproducibility: a fixed ``svg.hashsalt``
+(the ids of clip paths and glyphs), no date and a fixed creator in the metadata, the DejaVu Sans
+font shipped with matplotlib drawn as paths, and no global pyplot state (each figure is a
+``matplotlib.figure.Figure`` rendered inside an ``rc_context``).
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Optional, Sequence
+
+Interval = tuple[float, float, float]  # value, ci_low, ci_high (fractions; NaN = missing)
+
+RC = {
+    "svg.hashsalt": "dermbench",
+    "svg.fonttype": "path",
+    "font.family": "DejaVu Sans",
+    "font.size": 8.0,
+    "axes.titlesize": 9.0,
+    "axes.labelsize": 8.0,
+    "legend.fontsize": 7.0,
+    "xtick.labelsize": 7.0,
+    "ytick.labelsize": 7.0,
+    "path.simplify": False,
+    "savefig.bbox": "standard",
+}
+# tab10, fixed so that a model keeps its colour across figures (models are passed sorted)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+MISSING_COLOUR = "#dddddd"
+
+
+def _ok(v: Optional[float]) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _render(fig, title: str) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "dermbench", "Title": title})
+    return buf.getvalue()
+
+
+def _with_rc(draw):
+    """Run ``draw()`` (which builds and renders a figure) with the fixed settings, whatever the caller's rcParams."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    with matplotlib.rc_context(RC):
+        return draw()
+
+
+def heatmap_svg(title: str, models: Sequence[str], columns: Sequence[str], column_titles: Sequence[str],
+                values: Mapping[tuple[str, str], float], metric_title: str) -> bytes:
+    """Models (rows) × tasks (columns); missing cells grey with '—'."""
+    import numpy as np
+
+    def draw():
+        data = np.array([[values.get((m, c), math.nan) for c in columns] for m in models], dtype=float)
+        fig = _figure(1.2 + 0.75 * max(len(columns), 2), 1.2 + 0.38 * max(len(models), 1))
+        ax = fig.add_subplot(1, 1, 1)
+        ax.set_facecolor(MISSING_COLOUR)
+        masked = np.ma.masked_invalid(100 * data)
+        image = ax.imshow(masked, cmap="viridis", vmin=np.nanmin(100 * data) if np.isfinite(data).any() else 0,
+                          vmax=np.nanmax(100 * data) if np.isfinite(data).any() else 100, aspect="auto")
+        finite = data[np.isfinite(data)]
+        mid = 100 * (finite.min() + finite.max()) / 2 if finite.size else 50
+        for i in range(len(models)):
+            for j in range(len(columns)):
+                v = data[i, j]
+                text = "—" if not np.isfinite(v) else f"{100 * v:.1f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
+                        color="black" if not np.isfinite(v) or 100 * v > mid else "white")
+        ax.set_xticks(range(len(columns)), labels=list(column_titles), rotation=45, ha="right")
+        ax.set_yticks(range(len(models)), labels=list(models))
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(f"{metric_title} (%)")
+        fig.tight_layout()
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_titles: Sequence[str],
+             cells: Mapping[tuple[str, str], Interval], metric_title: str) -> bytes:
+    """Grouped bars (x: tasks, one bar per model) with 95% CI whiskers; a missing result is marked 'n/a'."""
+
+    def draw():
+        fig = _figure(1.6 + 0.28 * max(len(columns), 1) * max(len(models), 1) + 0.4 * len(columns), 3.0)
+        ax = fig.add_subplot(1, 1, 1)
+        width = 0.8 / max(len(models), 1)
+        lows = [100 * c[0] for c in cells.values() if _ok(c[0])] + [100 * c[1] for c in cells.values() if _ok(c[1])]
+        floor = max(0.0, 10 * math.floor(min(lows) / 10) - 10) if lows else 0.0
+        labelled: set[str] = set()
+        for i, m in enumerate(models):
+            for j, col in enumerate(columns):
+                x = j - 0.4 + width * (i + 0.5)
+                v, lo, hi = cells.get((m, col), (math.nan, math.nan, math.nan))
+                if not _ok(v):
+                    ax.text(x, floor + 1, "n/a", rotation=90, ha="center", va="bottom", fontsize=5.5, color="#555555")
+                    continue
+                ax.bar(x, 100 * v - floor, width=width * 0.92, bottom=floor, color=colour(i),
+                       label=None if m in labelled else m)
+                labelled.add(m)
+                if _ok(lo) and _ok(hi):
+                    ax.errorbar(x, 100 * v, yerr=[[100 * (v - lo)], [100 * (hi - v)]], fmt="none", ecolor="black",
+                                elinewidth=0.7, capsize=1.5)
+        ax.set_xticks(range(len(columns)), labels=list(column_titles), rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        ax.set_ylim(bottom=floor)
+        ax.set_ylabel(f"{metric_title} (%)")
+        ax.set_title(title)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
+        ax.set_axisbelow(True)
+        fig.tight_layout()
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def fairness_svg(title: str, models: Sequence[str], subgroups: Sequence[str], subgroup_titles: Sequence[str],
+                 cells: Mapping[tuple[str, str], Interval], metric_title: str) -> bytes:
+    """x: subgroups; one marker series per model with 95% CI whiskers; a missing subgroup value is marked 'n/a'."""
+
+    def draw():
+        fig = _figure(2.2 + 0.55 * max(len(subgroups), 1) + 0.1 * len(models), 3.0)
+        ax = fig.add_subplot(1, 1, 1)
+        offset = 0.6 / max(len(models), 1)
+        for i, m in enumerate(models):
+            xs, ys, lo_err, hi_err = [], [], [], []
+            for j, s in enumerate(subgroups):
+                v, lo, hi = cells.get((m, s), (math.nan, math.nan, math.nan))
+                x = j - 0.3 + offset * (i + 0.5)
+                if not _ok(v):
+                    ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=5.5, color="#555555",
+                            transform=ax.get_xaxis_transform())
+                    continue
+                xs.append(x)
+                ys.append(100 * v)
+                lo_err.append(100 * (v - lo) if _ok(lo) else 0.0)
+                hi_err.append(100 * (hi - v) if _ok(hi) else 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo_err, hi_err], fmt="o", markersize=3.5, color=colour(i), ecolor=colour(i),
+                            elinewidth=0.8, capsize=2.0, label=m)
+        ax.set_xticks(range(len(subgroups)), labels=list(subgroup_titles))
+        ax.set_xlim(-0.6, len(subgroups) - 0.4)
+        ax.set_ylabel(f"{metric_title} (%)")
+        ax.set_title(title)
+        if models:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
+        ax.set_axisbelow(True)
+        fig.tight_layout()
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float], Mapping[str, Mapping[float, Interval]]]],
+                         models: Sequence[str], metric_title: str) -> bytes:
+    """One panel per task: ``(panel title, fractions, {model: {fraction: (value, low, high)}})``;
+    mean over repeats with its 95% bootstrap band."""
+
+    def draw():
+        n = max(len(panels), 1)
+        cols = min(n, 4)
+        rows = math.ceil(n / cols)
+        fig = _figure(1.2 + 2.3 * cols, 0.6 + 2.1 * rows)
+        for k, (panel_title, fractions, series) in enumerate(panels):
+            ax = fig.add_subplot(rows, cols, k + 1)
+            for i, m in enumerate(models):
+                points = [(f, *series[m][f]) for f in fractions if m in series and f in series[m] and _ok(series[m][f][0])]
+                if not points:
+                    continue
+                xs = [100 * p[0] for p in points]
+                ax.plot(xs, [100 * p[1] for p in points], marker="o", markersize=2.5, linewidth=1.0, color=colour(i),
+                        label=m)
+                band = [p for p in points if _ok(p[2]) and _ok(p[3])]
+                if band:
+                    ax.fill_between([100 * p[0] for p in band], [100 * p[2] for p in band], [100 * p[3] for p in band],
+                                    color=colour(i), alpha=0.18, linewidth=0)
+            ax.set_title(panel_title)
+            ax.set_xticks([100 * f for f in fractions], labels=[f"{100 * f:g}" for f in fractions])
+            ax.set_xlabel("training images (%)")
+            if k % cols == 0:
+                ax.set_ylabel(f"{metric_title} (%)")
+            ax.grid(linewidth=0.3, color="#cccccc")
+        handles, labels = [], []
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        order = sorted(range(len(labels)), key=lambda i: list(models).index(labels[i]))
+        if handles:
+            fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper right", frameon=False,
+                       ncols=min(len(labels), 5))
+        fig.suptitle(title, x=0.02, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 0.93))
+        return _render(fig, title)
+
+    return _with_rc(draw)
