@@ -97,6 +97,19 @@ def heatmap_svg(title: str, models: Sequence[str], columns: Sequence[str], colum
     return _with_rc(draw)
 
 
+def _finish_categorical(fig, ax, title: str, metric_title: str, n_columns: int, legend: bool) -> bytes:
+    """The common frame of the bar and fairness plots: limits, labels, legend outside, light y grid."""
+    ax.set_xlim(-0.6, n_columns - 0.4)
+    ax.set_ylabel(f"{metric_title} (%)")
+    ax.set_title(title)
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.grid(axis="y", linewidth=0.3, color="#cccccc")
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return _render(fig, title)
+
+
 def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_titles: Sequence[str],
              cells: Mapping[tuple[str, str], Interval], metric_title: str) -> bytes:
     """Grouped bars (x: tasks, one bar per model) with 95% CI whiskers; a missing result is marked 'n/a'."""
@@ -122,15 +135,8 @@ def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_t
                     ax.errorbar(x, 100 * v, yerr=[[100 * (v - lo)], [100 * (hi - v)]], fmt="none", ecolor="black",
                                 elinewidth=0.7, capsize=1.5)
         ax.set_xticks(range(len(columns)), labels=list(column_titles), rotation=30, ha="right")
-        ax.set_xlim(-0.6, len(columns) - 0.4)
         ax.set_ylim(bottom=floor)
-        ax.set_ylabel(f"{metric_title} (%)")
-        ax.set_title(title)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
-        ax.set_axisbelow(True)
-        fig.tight_layout()
-        return _render(fig, title)
+        return _finish_categorical(fig, ax, title, metric_title, len(columns), legend=bool(labelled))
 
     return _with_rc(draw)
 
@@ -160,15 +166,7 @@ def fairness_svg(title: str, models: Sequence[str], subgroups: Sequence[str], su
                 ax.errorbar(xs, ys, yerr=[lo_err, hi_err], fmt="o", markersize=3.5, color=colour(i), ecolor=colour(i),
                             elinewidth=0.8, capsize=2.0, label=m)
         ax.set_xticks(range(len(subgroups)), labels=list(subgroup_titles))
-        ax.set_xlim(-0.6, len(subgroups) - 0.4)
-        ax.set_ylabel(f"{metric_title} (%)")
-        ax.set_title(title)
-        if models:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
-        ax.set_axisbelow(True)
-        fig.tight_layout()
-        return _render(fig, title)
+        return _finish_categorical(fig, ax, title, metric_title, len(subgroups), legend=bool(models))
 
     return _with_rc(draw)
 

@@ -59,7 +59,7 @@ ALPHA = 0.05
 LEGEND = ("Cells: value [95% percentile bootstrap CI], in percent. **Bold**: best in the column. "
           "†: significantly worse than the column's best (two-sided paired bootstrap on the shared resamples, "
           "p < 0.05, not corrected for multiple comparisons; `dermbench compare` gives Holm-corrected tests). "
-          "—: no result. Avg: mean over the group's datasets, complete rows only. "
+          "—: no result. Avg: mean over the group's datasets, complete rows only, with the bootstrap CI of the mean. "
           "‡: the backbone saw this task's training images during pretraining. "
           "Label efficiency: mean over repeats; the group tables show the largest training fraction.")
 
@@ -76,6 +76,9 @@ class Table:
     task: Optional[str] = None  # per-task tables (one column per setting, e.g. training fraction)
     task_title: str = ""
     avg_p: dict[str, float] = field(default_factory=dict)  # model -> p of its average against the best average
+    # model -> percentile 95% CI of its average: the per-task replicates averaged replicate by replicate
+    # (each task's resamples are drawn independently, so this is the bootstrap of the mean over tasks)
+    avg_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -306,9 +309,6 @@ def _add_significance(table: Table, src: dict[tuple[str, str], tuple[dict, str]]
             table.cells[(m, column)]["p_vs_best"] = float(test(mine, ref_reps, value - table.best(column))["p"])
     if not table.has_average:
         return
-    best_models = [m for m in table.models if table.is_best(m, "avg")]
-    if not best_models:
-        return
 
     def avg_reps(model: str) -> Optional[np.ndarray]:
         parts = [reps(model, t) for t in table.tasks]
@@ -316,6 +316,14 @@ def _add_significance(table: Table, src: dict[tuple[str, str], tuple[dict, str]]
             return None
         return np.mean(np.stack(parts), axis=0)
 
+    for m in table.models:
+        mine = avg_reps(m) if table.average(m) is not None else None
+        valid = mine[np.isfinite(mine)] if mine is not None else None
+        if valid is not None and valid.size:
+            table.avg_ci[m] = (float(np.percentile(valid, 100 * ALPHA / 2)), float(np.percentile(valid, 100 * (1 - ALPHA / 2))))
+    best_models = [m for m in table.models if table.is_best(m, "avg")]
+    if not best_models:
+        return
     ref_reps = avg_reps(best_models[0])
     for m in table.models:
         avg = table.average(m)
@@ -341,6 +349,14 @@ def _cell_text(cell: Optional[dict], dagger: str = " †", ddag: str = " ‡", w
     return f"{_fmt(cell['value'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]{marks}"
 
 
+def _avg_text(t: Table, model: str, dagger: str = " †") -> str:
+    avg = t.average(model)
+    if avg is None:
+        return "—"
+    ci = t.avg_ci.get(model)
+    return _fmt(avg) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + (dagger if t.worse(model, "avg") else "")
+
+
 def _columns(t: Table) -> list[str]:
     return t.titles + (["Avg"] if t.has_average else [])
 
@@ -356,7 +372,7 @@ def to_markdown(tables: Sequence[Table], figures: Sequence[str] = ()) -> str:
                 text = _cell_text(t.cells.get((m, task)), worse=t.worse(m, task))
                 cells.append(f"**{text}**" if t.is_best(m, task) else text)
             if t.has_average:
-                text = _fmt(t.average(m)) + (" †" if t.worse(m, "avg") else "")
+                text = _avg_text(t, m)
                 cells.append(f"**{text}**" if t.is_best(m, "avg") else text)
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("")
@@ -399,8 +415,8 @@ def to_csv(tables: Sequence[Table]) -> str:
                                         int(t.is_best(m, col)), _num(t.p_vs_best(m, col)), int(t.worse(m, col)),
                                         int(bool(c.get("contaminated")))])
             if t.has_average:
-                avg = t.average(m)
-                writer.writerow(head + ["avg", m, "avg", _num(avg)] + [""] * 10 +
+                avg, ci = t.average(m), t.avg_ci.get(m, (None, None))
+                writer.writerow(head + ["avg", m, "avg", _num(avg), _num(ci[0]), _num(ci[1])] + [""] * 8 +
                                 [int(t.is_best(m, "avg")), _num(t.p_vs_best(m, "avg")), int(t.worse(m, "avg")), ""])
     return buf.getvalue()
 
@@ -428,8 +444,7 @@ def to_latex(tables: Sequence[Table]) -> str:
                 text = "--" if text == "—" else text
                 cells.append(f"\\textbf{{{text}}}" if t.is_best(m, task) else text)
             if t.has_average:
-                avg = t.average(m)
-                text = ("--" if avg is None else _fmt(avg)) + ("$^\\dagger$" if t.worse(m, "avg") else "")
+                text = _avg_text(t, m, dagger="$^\\dagger$").replace("—", "--")
                 cells.append(f"\\textbf{{{text}}}" if t.is_best(m, "avg") else text)
             out.append(_latex_escape(m) + " & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
@@ -462,7 +477,7 @@ def to_html(tables: Sequence[Table], figures: Sequence[tuple[str, bytes]] = (), 
                 text = _cell_text(t.cells.get((m, task)), worse=t.worse(m, task))
                 row.append(f"<td{BEST_ATTR if t.is_best(m, task) else ''}>{html.escape(text)}</td>")
             if t.has_average:
-                text = _fmt(t.average(m)) + (" †" if t.worse(m, "avg") else "")
+                text = _avg_text(t, m)
                 row.append(f"<td{BEST_ATTR if t.is_best(m, 'avg') else ''}>{html.escape(text)}</td>")
             parts.append("<tr>" + "".join(row) + "</tr>")
         parts.append("</table>")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import pandas as pd
 
@@ -55,12 +55,28 @@ def is_finished(results_dir: Path, model: str, task: str, protocol: str) -> bool
     return recorded == sha256_file(paths["predictions"])
 
 
+def predictions_csv(predictions: pd.DataFrame) -> bytes:
+    """The stored form of a predictions table: 10 significant digits per float."""
+    buf = io.StringIO()
+    predictions.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+def parse_predictions(data: Union[bytes, Path]) -> pd.DataFrame:
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    return pd.read_csv(source, keep_default_na=False, na_values=[""], dtype={"sample_id": str},
+                       float_precision="round_trip")
+
+
+def as_stored(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The predictions exactly as a later read of the stored CSV gives them. The runner computes the
+    metrics from this, so `leaderboard --rebuild` reproduces every stored number bit for bit."""
+    return parse_predictions(predictions_csv(predictions))
+
+
 def write_result(results_dir: Path, record: dict[str, Any], predictions: pd.DataFrame) -> Path:
     paths = result_paths(results_dir, record["model"], record["task"], record["protocol"])
-    buf = io.StringIO()
-    # float_format keeps full precision; the CSV is the source of every later recomputation
-    predictions.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
-    data = buf.getvalue().encode("utf-8")
+    data = predictions_csv(predictions)
     atomic_write_bytes(paths["predictions"], data)
     record = dict(record)
     record["schema"] = SCHEMA_VERSION
@@ -74,7 +90,7 @@ def read_predictions(json_path: Path) -> pd.DataFrame:
     path = Path(json_path).parent / record["predictions"]["path"]
     if sha256_file(path) != record["predictions"]["sha256"]:
         raise ValueError(f"{path} does not match the sha256 recorded in {json_path}; the file was modified: rerun with --overwrite")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"sample_id": str})
+    return parse_predictions(path)
 
 
 def iter_results(results_dir: Path) -> Iterator[dict[str, Any]]:

@@ -22,7 +22,7 @@ from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import sha256_file
 from dermbench.protocols import get_protocol, is_available
 from dermbench.protocols.base import RunContext
-from dermbench.results import is_finished, now, provenance, result_paths, write_result
+from dermbench.results import as_stored, is_finished, now, provenance, result_paths, write_result
 from dermbench.splits import Split, make_split, write_split
 from dermbench.stats import DEFAULT_N_BOOT, shared_bootstrap_indices
 from dermbench.tasks import TaskCard, get_card, select_tasks
@@ -185,6 +185,9 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
         for card in cards:
             protocols = [p for p in card.protocols if settings.protocols is None or p in settings.protocols]
             if not protocols:
+                if card.name in explicit:  # asked for by name: say why nothing ran
+                    log(f"{label} · {card.name}: none of the requested protocols ({', '.join(settings.protocols)}) "
+                        f"is on its card, which lists: {', '.join(card.protocols)}")
                 continue
             for protocol_name in protocols:
                 outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,
@@ -227,7 +230,7 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
                      progress=settings.progress)
     try:
         out = protocol.run(ctx)
-        predictions = _with_groups(out.predictions, data)
+        predictions = as_stored(_with_groups(out.predictions, data))
         stratified = out.kind == "classification"
         # Protocols whose predictions hold several blocks per test sample (label efficiency, federated)
         # say which label each test sample has, so that every protocol shares the same resamples.

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dermbench.cli import app
+from dermbench.leaderboard import recompute_metrics
 from dermbench.results import iter_results, read_predictions
 from dermbench.tiny_lm import TINY_LM_ID
 
@@ -38,6 +39,8 @@ def test_segmentation_runs_from_the_cli_for_a_vit_and_a_cnn(tmp_path, model):
         assert np.allclose(dice, preds["dice"].to_numpy())
         assert record["metrics"]["dice"]["value"] == pytest.approx(dice.mean())
         assert record["metrics"]["dice"]["ci_low"] <= record["metrics"]["dice"]["ci_high"]
+        # the stored numbers are exactly what a rebuild from the stored files gives
+        assert recompute_metrics(tmp_path, record) == record["metrics"]
 
 
 @pytest.mark.slow
@@ -54,6 +57,7 @@ def test_captioning_runs_from_the_cli_with_the_tiny_lm_on_dermsynth(tmp_path):
     assert preds["generated"].str.len().gt(0).all()
     for metric in ("rouge1", "rouge2", "rougeL"):
         assert 0 <= record["metrics"][metric]["value"] <= 1
+    assert recompute_metrics(tmp_path, record) == record["metrics"]
 
 
 def test_dermsynth_defaults_are_cpu_sized_and_real_data_keeps_the_papers(tmp_path):

@@ -130,6 +130,11 @@ def test_simulation_run_stores_federated_and_baseline_results(simulation_run):
     for key in metrics:
         assert again[key]["value"] == pytest.approx(metrics[key]["value"], abs=1e-9, nan_ok=True), key
         assert again[key]["ci_low"] == pytest.approx(metrics[key]["ci_low"], abs=1e-9, nan_ok=True), key
+    # ... bit for bit, through the path of `leaderboard --rebuild`
+    from dermbench.leaderboard import recompute_metrics
+
+    rebuilt = recompute_metrics(out, record)
+    assert json.dumps(rebuilt, sort_keys=True) == json.dumps(metrics, sort_keys=True)
     # the heads are stored: aggregated, after each round, centralised, every local-only one
     assert heads["federated.weight"].shape[0] == 2 and "centralised.weight" in heads and "local_mednode.weight" in heads
     assert not np.array_equal(heads["federated.weight"], heads["federated_round0.weight"])  # training moved it
@@ -185,3 +190,45 @@ def test_deployment_engine_gives_the_simulation_head(simulation_run, tmp_path, m
     assert not left, [p.cmdline() for p in left]
     print(json.dumps({"simulation_s": simulation_run[1], "deployment_wall_s": record["info"]["wall_time_s"],
                       "timings": record["info"].get("timings")}))
+
+
+# --- a real multi-site federation: per-site export, the coordinator's app ------------------------------
+def test_sites_export_their_own_clients_and_the_coordinator_checks_them(tmp_path):
+    import tomllib
+
+    from dermbench.federated.partition import read_client
+    from dermbench.synth import ensure_dermsynth
+
+    root = ensure_dermsynth()
+    exported = {}
+    for site in ("mednode", "ph2-cls"):
+        out = tmp_path / site / "client.npz"
+        res = runner.invoke(app, ["federated", "export-client", "--model", "random-vit", "--task", site,
+                                  "--data-root", str(root), "--out", str(out), "--name", f"hospital-{site}", "--quiet"])
+        assert res.exit_code == 0, res.output
+        client, info = read_client(out), json.loads(out.with_suffix(".json").read_text())
+        # the same split as `dermbench run` (seed 0), recorded with its hash
+        split = json.loads((tmp_path / site / "_splits").glob("*.json").__next__().read_text())
+        assert list(client.test_ids) == split["test"] and client.n_train == len(split["train"])
+        assert client.name == f"hospital-{site}" and client.x_train.shape[1] == info["feature_dim"]
+        assert info["n_test"] == client.n_test and info["split"]["sha256"] and info["weights_sha256"]
+        exported[site] = out.with_suffix(".json")
+
+    # mednode and ph2-cls have different class names: one federation must not mix them
+    res = runner.invoke(app, ["federated", "app", "--out", str(tmp_path / "fl-app"), "--result-path",
+                              str(tmp_path / "head.npz"), *sum((["--client", str(p)] for p in exported.values()), [])])
+    assert res.exit_code != 0 and "classes" in res.output and "same backbone" in res.output
+
+    second = tmp_path / "copy.json"
+    second.write_text(exported["mednode"].read_text())
+    res = runner.invoke(app, ["federated", "app", "--out", str(tmp_path / "fl-app"), "--result-path",
+                              str(tmp_path / "head.npz"), "--client", str(exported["mednode"]), "--client", str(second),
+                              "--rounds", "3"])
+    assert res.exit_code == 0, res.output
+    config = tomllib.loads((tmp_path / "fl-app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert config["num-clients"] == 2 and config["num-server-rounds"] == 3 and config["num-classes"] == 2
+    assert config["feature-dim"] == json.loads(second.read_text())["feature_dim"]
+
+    res = runner.invoke(app, ["federated", "export-client", "--model", "random-vit", "--task", "fl-malignancy",
+                              "--data-root", str(root), "--out", str(tmp_path / "x.npz")])
+    assert res.exit_code != 0 and "single-site" in res.output

@@ -307,8 +307,6 @@ def test_missing_result_in_a_real_store(store, tmp_path):
 
 
 def test_significance_against_the_best_is_the_paired_bootstrap(store, built):
-    if importlib.util.find_spec("dermbench.compare") is None:
-        pytest.skip("dermbench.compare (paired_bootstrap_test) is not there yet: no significance marks to check")
     from dermbench.compare import paired_bootstrap_test
     from dermbench.evaluation import replicates
     from dermbench.results import read_predictions
@@ -338,6 +336,32 @@ def test_significance_against_the_best_is_the_paired_bootstrap(store, built):
     assert checked >= 8 and marked >= 1
     md = result["markdown"]
     assert "†" in md.split("Cells:")[1].split("\n\n", 1)[1]  # at least one mark beyond the legend
+
+
+def test_group_average_ci_is_the_bootstrap_of_the_mean_over_tasks(store, built):
+    from dermbench.evaluation import replicates
+    from dermbench.results import read_predictions
+
+    _, result = built
+    records = _records(store)
+    checked = 0
+    for t in result["tables"]:
+        if not t.has_average or t.protocol != "linear":
+            continue
+        for m in t.models:
+            if t.average(m) is None:
+                assert m not in t.avg_ci
+                continue
+            per_task = []
+            for task in t.tasks:
+                r = records[(m, task, "linear")]
+                per_task.append(replicates("classification", read_predictions(r["_path"]),
+                                           np.load(store / r["bootstrap"]["path"]))[t.metric])
+            mean = np.mean(per_task, axis=0)
+            assert t.avg_ci[m] == pytest.approx((np.percentile(mean, 2.5), np.percentile(mean, 97.5)), abs=1e-12)
+            assert f"[{100 * t.avg_ci[m][0]:.2f}, {100 * t.avg_ci[m][1]:.2f}]" in result["markdown"]
+            checked += 1
+    assert checked >= 2
 
 
 # --- HTML page ---------------------------------------------------------------------------------

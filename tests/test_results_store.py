@@ -64,3 +64,25 @@ def test_json_written_after_predictions(tmp_path, monkeypatch):
         write_result(tmp_path, _record(), preds)
     assert calls[0].endswith(".predictions.csv")
     assert not is_finished(tmp_path, "m", "ddi", "linear")
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        dio.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_stored_predictions_round_trip_exactly(tmp_path):
+    import numpy as np
+
+    from dermbench.results import as_stored
+
+    rng = np.random.default_rng(0)
+    preds = pd.DataFrame({"sample_id": ["001", "b"], "label": [0, 1], "dice": rng.random(2), "group_sex": ["f", None]})
+    stored = as_stored(preds)  # what the runner scores
+    path = write_result(tmp_path, _record(), preds)
+    pd.testing.assert_frame_equal(read_predictions(path), stored)  # what a rebuild scores
+    assert list(stored["sample_id"]) == ["001", "b"] and np.allclose(stored["dice"], preds["dice"], rtol=1e-9)
