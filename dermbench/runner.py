@@ -184,10 +184,11 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
 
         for card in cards:
             protocols = [p for p in card.protocols if settings.protocols is None or p in settings.protocols]
+            protocols += [p for p in settings.protocols or [] if p not in card.protocols and get_protocol(p).accepts(card)]
             if not protocols:
                 if card.name in explicit:  # asked for by name: say why nothing ran
                     log(f"{label} · {card.name}: none of the requested protocols ({', '.join(settings.protocols)}) "
-                        f"is on its card, which lists: {', '.join(card.protocols)}")
+                        f"runs on this task; its card lists: {', '.join(card.protocols)}")
                 continue
             for protocol_name in protocols:
                 outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,

@@ -141,11 +141,14 @@ def test_simulation_run_stores_federated_and_baseline_results(simulation_run):
 
 
 def test_dirichlet_clients_from_settings(tmp_path):
-    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "fl-malignancy", "--output", str(tmp_path),
+    # one ordinary task split into K label-skewed clients: federated on request, though not on its card
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "acne04", "--protocol", "federated",
+                              "--output", str(tmp_path),
                               "--set", "federated.clients=4", "--set", "federated.dirichlet_alpha=0.3",
                               "--set", "federated.rounds=1", "--set", "federated.client_evaluate=false", *FAST])
     assert res.exit_code == 0, res.output
     (record,) = list(iter_results(tmp_path))
+    assert (record["task"], record["protocol"]) == ("acne04", "federated") and len(record["classes"]) == 4
     assert record["info"]["partition"] == "dirichlet(alpha=0.3)"
     assert [c["name"] for c in record["info"]["clients"]] == [f"client{i}" for i in range(4)]
     assert sum(c["n_train"] for c in record["info"]["clients"]) == record["n_train"]

@@ -70,6 +70,11 @@ class Protocol:
     def applies_to(self, card: TaskCard) -> bool:
         return self.name in card.protocols
 
+    def accepts(self, card: TaskCard) -> bool:
+        """Whether the protocol may run on a task whose card does not list it, when the user asks for it
+        by name (``--protocol``). Off by default: a card's protocols are the benchmark's definition."""
+        return False
+
     def data_defaults(self, data: TaskData) -> dict[str, Any]:
         """Settings whose default depends on the data (applied before the user's overrides)."""
         return {}

@@ -68,6 +68,11 @@ class Federated(Protocol):
     requires = ("flwr", "ray")
     extra = "federated"
 
+    def accepts(self, card) -> bool:
+        # any classification task can be federated on request: by its manifest's `site` column, or
+        # as K Dirichlet clients (--set federated.clients=K)
+        return card.is_classification
+
     # -- training ----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> ProtocolOutput:
         from dermbench.federated.partition import ClientData, write_client
