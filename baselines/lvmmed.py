@@ -70,6 +70,10 @@ def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = 1024
     sha = load_weights_into(encoder, meta, weights, sam_encoder_keys)
 
     class SamBackbone(FrozenBackbone):
+        # segment-anything's attention materialises [B, heads, 4096, 4096] (plus relative-position
+        # terms) in the global blocks at 1024 px: ~0.8 GB per image each, so batches stay small
+        max_batch_size = 2
+
         def __init__(self):
             super().__init__(meta, sha, variant={"depth": depth, "img_size": img_size})
             self.encoder = encoder

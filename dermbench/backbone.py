@@ -61,6 +61,9 @@ class FrozenBackbone(nn.Module, metaclass=abc.ABCMeta):
         # part of the feature-cache fingerprint.
         self.variant = dict(variant or {})
 
+    # Largest batch the feature extractor sends through this backbone (None: the caller's batch size).
+    max_batch_size: Optional[int] = None
+
     # --- the interface -------------------------------------------------
     @abc.abstractmethod
     def forward_global(self, x: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,10 @@ class FeatureCache:
 
         transform = backbone.transform(resize_mode="squash", input_size=seg_input_size(backbone)) if view == "seg" else backbone.transform()
         dataset = _ImageDataset([s.image for s in samples], transform)
+        # A backbone may cap the batch: SAM's global-attention blocks hold a [B, 12, 4096, 4096] matrix at
+        # 1024 px (0.8 GB per image), so batch 32 asks for 25 GB. Features do not depend on the batch size.
+        cap = getattr(backbone, "max_batch_size", None)
+        batch_size = min(batch_size, cap) if cap else batch_size
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
         backbone = backbone.to(device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda") else contextlib.nullcontext()

@@ -7,6 +7,7 @@ reduced depth/width through the same builder and converter, to keep the suite fa
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +203,31 @@ def test_run_on_ddi_with_random_weights_for_a_baseline(tmp_path):
                                    "--output", str(tmp_path), "--set", "linear.epochs=3", "--n-boot", "50", "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "resnet50@random" / "ddi" / "retrieval.json").exists()
+
+
+def test_sam_encoder_batches_stay_small_and_features_do_not_depend_on_it(tmp_path):
+    # At 1024 px segment-anything's global attention holds [B, 12, 4096, 4096]: batch 32 asked for 25 GB
+    from PIL import Image
+
+    from dermbench.data.sample import Sample
+    from dermbench.features import FeatureCache
+
+    from dataclasses import replace
+
+    from baselines.lvmmed import META_VIT, build_vit
+
+    bb = build_vit(weights="random", meta=replace(META_VIT, input_size=224, grid=(14, 14)), depth=3, img_size=224)
+    assert bb.max_batch_size == 2
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(path)
+        samples.append(Sample(id=str(i), image=path, label=0))
+    seen = []
+    bb.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    batched = FeatureCache(tmp_path / "a").get(bb, samples, batch_size=32)
+    assert seen and max(seen) <= 2 and sum(seen) == 5
+    bb.max_batch_size = 1
+    single = FeatureCache(tmp_path / "b").get(bb, samples, batch_size=32)
+    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
