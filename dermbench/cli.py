@@ -23,6 +23,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _error_text(exc: BaseException) -> str:
+    # KeyError's str() wraps its message in quotes; the message itself is args[0]
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
 def _split_list(values: Optional[List[str]]) -> Optional[list[str]]:
     if not values:
         return None
@@ -128,7 +133,7 @@ def run(
     try:
         outcomes = run_benchmark(settings, log=typer.echo)
     except (DatasetError, FileNotFoundError, ValueError, KeyError) as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc))
+        _fail(_error_text(exc))
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
 
@@ -176,7 +181,7 @@ def compare(
         table = compare_models(results or _default_results(), models[0], models[1], tasks=tasks, metric=metric,
                                protocol=protocol, alpha=alpha)
     except (ComparisonError, KeyError, ValueError) as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc))
+        _fail(_error_text(exc))
     typer.echo(format_comparison(table))
 
 
@@ -202,7 +207,7 @@ def fairness(
         table = fairness_table(results, model=_split_list(model), task=task, metric=metric, protocol=protocol,
                                attribute=attribute, min_samples=min_samples)
     except (KeyError, ValueError) as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc))
+        _fail(_error_text(exc))
     typer.echo(format_fairness(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
@@ -283,7 +288,7 @@ def federated_export_client(
         info = export_client(model, task, root, out, name=name, weights=weights, seed=seed, split_mode=split,
                              device=resolve_device(device), progress=not quiet)
     except (DatasetError, FileNotFoundError, ValueError, KeyError) as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc))
+        _fail(_error_text(exc))
     typer.echo(f"wrote {out} ({info['client']}: {info['n_train']} train, {info['n_test']} test, "
                f"{info['feature_dim']}-d features of {model}) and {out.with_suffix('.json')}")
     typer.echo(f"its SuperNode: flower-supernode --superlink <coordinator>:<port> ... "
@@ -306,7 +311,7 @@ def federated_app(
     try:
         shared = check_sites(client)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc))
+        _fail(_error_text(exc))
     config = {"num-clients": shared["num-clients"], "feature-dim": shared["feature-dim"],
               "num-classes": shared["num-classes"], "num-server-rounds": rounds, "local-epochs": local_epochs,
               "seed": seed, "result-path": str(result_path.resolve())}

@@ -276,12 +276,15 @@ def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) ->
         if test is not None:
             store = ReplicateStore(Path(results_dir))
             for t in tables:
-                _add_significance(t, sources[id(t)], store, test)
+                _add_replicate_statistics(t, sources[id(t)], store, test)
     return tables
 
 
-def _add_significance(table: Table, src: dict[tuple[str, str], tuple[dict, str]], store: ReplicateStore,
+def _add_replicate_statistics(table: Table, src: dict[tuple[str, str], tuple[dict, str]], store: ReplicateStore,
                       test: Callable[..., dict]) -> None:
+    """From each cell's bootstrap replicates: its paired p against the column's best (the † marks), and
+    for the Avg column the same test plus the Avg's own CI (replicates averaged over the datasets)."""
+
     def reps(model: str, column: str) -> Optional[np.ndarray]:
         if (model, column) not in src:
             return None

@@ -233,10 +233,7 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
         out = protocol.run(ctx)
         predictions = as_stored(_with_groups(out.predictions, data))
         stratified = out.kind == "classification"
-        # Protocols whose predictions hold several blocks per test sample (label efficiency, federated)
-        # say which label each test sample has, so that every protocol shares the same resamples.
-        strata_of = getattr(protocol, "bootstrap_strata", None)
-        strata = (strata_of(predictions) if strata_of else predictions["label"].to_numpy()) if stratified else None
+        strata = protocol.bootstrap_strata(predictions) if stratified else None
         boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
             results_dir / "_bootstrap", card.name, split.sha256, settings.seed, len(split.test), strata, settings.n_boot)
         from dermbench.evaluation import evaluate_result

@@ -25,9 +25,11 @@ def export_client(model: str, task: str, data_root: Path, out: Path, name: Optio
                   batch_size: int = 32, progress: bool = True) -> dict:
     """Write ``out`` (the client file) and ``out.with_suffix('.json')`` (its provenance); return the latter."""
     from dermbench import registry
+    from dermbench.config import cache_dir
     from dermbench.features import FeatureCache
     from dermbench.io import atomic_write_text
-    from dermbench.config import cache_dir
+    from dermbench.protocols.base import RunContext
+    from dermbench.protocols.classification import global_features
     from dermbench.results import now, provenance
     from dermbench.runner import TaskCache
     from dermbench.tasks import get_card
@@ -41,16 +43,12 @@ def export_client(model: str, task: str, data_root: Path, out: Path, name: Optio
     tasks = TaskCache(Path(data_root), out.parent, seed, split_mode)  # the split file goes to <out dir>/_splits
     data, split = tasks.data(card), tasks.split(card)
     backbone = registry.get(model).build(weights=weights)
-    cache = FeatureCache(cache_dir())
-
-    def part(which: str):
-        samples = split.select(data, which)
-        x = cache.get(backbone, samples, kind="global", view="eval", batch_size=batch_size, device=device,
-                      progress=progress, desc=f"{task} {which}")
-        return (np.asarray(x, np.float32), np.array([s.label for s in samples], np.int64),
-                np.array([s.id for s in samples]))
-
-    (x_train, y_train, _), (x_test, y_test, test_ids) = part("train"), part("test")
+    # the same cached features as `dermbench run` extracts for this task (one RunContext, no protocol)
+    ctx = RunContext(card=card, data=data, split=split, get_backbone=lambda: backbone, features=FeatureCache(cache_dir()),
+                     seed=seed, device=device, config={"batch_size_features": batch_size}, artifacts_dir=out.parent,
+                     progress=progress)
+    (x_train, y_train), (x_test, y_test) = global_features(ctx, "train"), global_features(ctx, "test")
+    test_ids = np.array([s.id for s in ctx.test])
     client = ClientData(name or task, x_train, y_train, x_test, y_test, test_ids)
     write_client(out, client)
     info = {

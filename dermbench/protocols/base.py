@@ -87,6 +87,11 @@ class Protocol:
             cfg[k] = _coerce(self.name, k, cfg[k], v)
         return cfg
 
+    def bootstrap_strata(self, predictions) -> Any:
+        """One label per test sample, in test order, for the task's shared stratified resamples.
+        Protocols whose predictions hold several blocks per test sample (label efficiency) override it."""
+        return predictions["label"].to_numpy()
+
     def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
         raise TypeError(f"protocol {self.name!r} does not implement run()")
 
