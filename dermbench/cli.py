@@ -280,8 +280,11 @@ def federated_export_client(
     from dermbench.runner import resolve_device
 
     root, _ = resolve_data_root(data_root)
-    if root is None:
-        _fail("export-client needs this site's data: pass --data-root DIR (or set DERMBENCH_DATA_ROOT)")
+    if root is None:  # as `run` does: try it out on DermSynth; a hospital passes its own --data-root
+        from dermbench.synth import ensure_dermsynth
+
+        root = ensure_dermsynth()
+        typer.echo(f"No --data-root given: exporting from the embedded DermSynth at {root}")
     if split not in ("default", "official"):
         _fail(f"--split {split!r}: expected 'default' or 'official'")
     try:

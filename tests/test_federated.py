@@ -235,3 +235,8 @@ def test_sites_export_their_own_clients_and_the_coordinator_checks_them(tmp_path
     res = runner.invoke(app, ["federated", "export-client", "--model", "random-vit", "--task", "fl-malignancy",
                               "--data-root", str(root), "--out", str(tmp_path / "x.npz")])
     assert res.exit_code != 0 and "single-site" in res.output
+    # without a data root, as for `run`: DermSynth, said so
+    res = runner.invoke(app, ["federated", "export-client", "--model", "random-vit", "--task", "mednode",
+                              "--out", str(tmp_path / "synth" / "client.npz"), "--quiet"])
+    assert res.exit_code == 0 and "DermSynth" in res.output, res.output
+    assert read_client(tmp_path / "synth" / "client.npz").n_test == json.loads(exported["mednode"].read_text())["n_test"]
