@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from dermbench.registry import BackboneMeta
+from dermbench.models.registry import BackboneMeta
 
 
 def build_timm_backbone(meta: BackboneMeta, model_name: str, weights: Optional[str], kind: str = "vit",
                         convert: Optional[Callable[[dict], dict]] = None, variant: Optional[dict] = None,
                         **create_kwargs: Any):
     """kind: 'vit' (TimmViTBackbone) or 'cnn' (TimmCNNBackbone). No network access: pretrained=False,
-    the weights come from dermbench.weights.resolve_weights."""
+    the weights come from dermbench.models.weights.resolve_weights."""
     import timm
 
-    from dermbench.backbone import TimmCNNBackbone, TimmViTBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import TimmCNNBackbone, TimmViTBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     with seeded(0):
         model = timm.create_model(model_name, pretrained=False, **{"num_classes": 0, **create_kwargs})
@@ -28,7 +28,7 @@ def drop_keys(prefixes: tuple[str, ...]) -> Callable[[dict], dict]:
     """A converter that removes keys the frozen backbone does not use (classifier heads ...)."""
 
     def convert(state: dict) -> dict:
-        from dermbench.weights import unwrap
+        from dermbench.models.weights import unwrap
 
         state = unwrap(state)
         return {k: v for k, v in state.items() if not k.startswith(prefixes)}

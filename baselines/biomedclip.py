@@ -3,7 +3,7 @@
 The release is an open_clip checkpoint: ``visual.trunk.*`` (timm keys) and ``visual.head.proj.weight``;
 its text tower (``text.*``) and ``logit_scale`` are not part of the image encoder and are set aside.
 """
-from dermbench.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="biomedclip", architecture="BiomedCLIP ViT-B/16 image tower + linear projection", embed_dim=512,
@@ -19,7 +19,7 @@ META = BackboneMeta(
 
 def open_clip_visual_to_tower(state: dict) -> dict:
     """open_clip checkpoint -> keys of :class:`BiomedCLIPTower` (trunk.* + proj.weight)."""
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = unwrap(state)
     out = {}
@@ -43,8 +43,8 @@ def build(weights=None, meta=META, projection: bool = True):
     import torch
     from torch import nn
 
-    from dermbench.backbone import TimmViTBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import TimmViTBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     class BiomedCLIPTower(nn.Module):
         """timm ViT trunk + projection, exposing the timm methods TimmViTBackbone uses."""

@@ -3,7 +3,7 @@
 Global feature: ln_post(CLS) @ proj, 512-d (the joint embedding) by default; ``projection=False``
 gives the 768-d feature before the projection. Both are recorded in the feature-cache fingerprint.
 """
-from dermbench.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="clip", architecture="CLIP ViT-B/16 image tower (OpenAI)", embed_dim=512, input_size=224,
@@ -20,7 +20,7 @@ def openai_visual_to_timm(state: dict) -> dict:
     """OpenAI / open_clip checkpoint (visual.* keys, text tower beside) -> timm VisionTransformer keys."""
     from timm.models.vision_transformer import _convert_openai_clip
 
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = unwrap(state)
     if "cls_token" in state:  # already in timm format (timm's own hub file)

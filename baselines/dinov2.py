@@ -1,5 +1,5 @@
 """DINOv2 ViT-B/14 (LVD-142M), run at 224 px: the released 37x37 position embeddings are resampled to 16x16."""
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="dinov2", architecture="DINOv2 ViT-B/14 (LayerScale, no registers) at 224 px", embed_dim=768, input_size=224,
@@ -16,7 +16,7 @@ def resample_pos_embed_to_224(state: dict) -> dict:
     """The release's pos_embed is for 518 px (1 + 37x37 tokens); timm's model here is built at 224 (1 + 16x16)."""
     from timm.layers import resample_abs_pos_embed
 
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = dict(unwrap(state))
     pos = state.get("pos_embed")

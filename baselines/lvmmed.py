@@ -6,7 +6,7 @@ ViT: SAM's ViT-B image encoder (segment-anything's ImageEncoderViT, 1024 px, win
 with global attention at blocks 2, 5, 8, 11, neck to 256 channels); the global feature is the
 average-pooled neck output.
 """
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 CITATION = "Nguyen et al., LVM-Med: Learning Large-Scale Self-Supervised Vision Models for Medical Imaging via Second-order Graph Matching, NeurIPS 2023"
 DATASETS = ("1.3M medical images from 55 public datasets (LVM-Med collection)",)
@@ -38,7 +38,7 @@ def build(weights=None, meta=META):
 def sam_encoder_keys(state: dict) -> dict:
     """LVM-Med ViT checkpoint -> ImageEncoderViT keys: strip 'image_encoder.' / 'module.'; SAM's
     prompt encoder and mask decoder are not part of the image encoder."""
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = unwrap(state)
     out = {}
@@ -58,8 +58,8 @@ def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = 1024
     import torch
     from segment_anything.modeling import ImageEncoderViT
 
-    from dermbench.backbone import FrozenBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import FrozenBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     global_blocks = tuple(i for i in (2, 5, 8, 11) if i < depth)
     with seeded(0):

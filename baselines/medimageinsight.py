@@ -9,7 +9,7 @@ and ``logit_scale`` are set aside. The key format is taken from timm's Florence 
 the UniCL code; it has not been checked against the real 2.46 GB file (not downloadable here) —
 a strict load reports any key the conversion misses.
 """
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="medimageinsight", architecture="MedImageInsight DaViT image encoder (480 px) + projection",
@@ -29,7 +29,7 @@ def unicl_to_timm(state: dict) -> dict:
     """Release keys -> {'model.<timm DaVit key>', 'projection.weight'}."""
     from timm.models.davit import _convert_florence2
 
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = unwrap(state)
     encoder = {"vision_tower." + k[len("image_encoder."):]: v for k, v in state.items() if k.startswith("image_encoder.")}
@@ -73,8 +73,8 @@ def build(weights=None, meta=META, arch=None):
     from timm.models.davit import DaVit
     from torch import nn
 
-    from dermbench.backbone import TimmCNNBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import TimmCNNBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     config = {**ARCH, **(arch or {})}
 

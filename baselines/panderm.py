@@ -7,7 +7,7 @@ the Large checkpoint's ``encoder.`` prefix stripped (its pretraining-only decode
 The converter follows the published model definition; it has not been checked against the real
 files (not downloadable here) — a strict load reports any key it does not account for.
 """
-from dermbench.registry import IMAGENET_MEAN, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, BackboneMeta, register_backbone
 
 PANDERM_STD = (0.228, 0.224, 0.225)  # as in PanDerm's code
 CITATION = "Yan et al., A Multimodal Vision Foundation Model for Clinical Dermatology (PanDerm), Nature Medicine 2025"
@@ -48,7 +48,7 @@ def sincos_pos_embed(embed_dim: int, grid: int):
 def panderm_to_timm(state: dict) -> dict:
     import torch
 
-    from dermbench.weights import unwrap
+    from dermbench.models.weights import unwrap
 
     state = unwrap(state)
     if any(k.startswith("encoder.") for k in state):  # Large: keep the encoder only
@@ -87,8 +87,8 @@ def _build(weights, meta, depth=None):
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
-    from dermbench.backbone import TimmViTBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import TimmViTBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     import dataclasses
 

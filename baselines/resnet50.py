@@ -1,5 +1,5 @@
 """ResNet-50, ImageNet-1k supervised (torchvision weights as released in timm: resnet50.tv_in1k)."""
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="resnet50", architecture="ResNet-50 (torchvision V1 weights)", embed_dim=2048, input_size=224,

@@ -1,5 +1,5 @@
 """SigLIP ViT-B/16 (WebLI) image tower: no CLS token, MAP-pooled global feature."""
-from dermbench.registry import HALF_MEAN_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import HALF_MEAN_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="siglip", architecture="SigLIP ViT-B/16 image tower (MAP pooling)", embed_dim=768, input_size=224,

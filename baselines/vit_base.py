@@ -1,5 +1,5 @@
 """ViT-B/16, ImageNet-21k pretrained and 1k fine-tuned (AugReg2, timm)."""
-from dermbench.registry import HALF_MEAN_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import HALF_MEAN_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
     key="vit_base", architecture="ViT-B/16 (AugReg2, in21k -> in1k)", embed_dim=768, input_size=224,

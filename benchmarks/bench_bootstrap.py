@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
 
-    from dermbench.evaluation import evaluate
-    from dermbench.stats import bootstrap_indices
+    from dermbench.stats.evaluation import evaluate
+    from dermbench.stats.bootstrap import bootstrap_indices
 
     rng = np.random.default_rng(0)
     # test-set sizes and class counts in the range of the paper's 20 tasks

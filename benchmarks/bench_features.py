@@ -29,7 +29,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from dermbench import registry
+    from dermbench.models import registry
     from dermbench.data.sample import Sample
     from dermbench.features import FeatureCache, load_image
 

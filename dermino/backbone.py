@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 # DermINO's pretraining saw the *training* splits of these evaluation tasks (the paper), which
 # makes its results on them optimistic; they are flagged in every result.
@@ -64,8 +64,8 @@ def _tiny_meta(cfg: dict) -> BackboneMeta:
 def build_tiny(weights=None, meta=None):
     from timm.models.vision_transformer import VisionTransformer
 
-    from dermbench.backbone import TimmViTBackbone, seeded
-    from dermbench.weights import load_weights_into
+    from dermbench.models.backbone import TimmViTBackbone, seeded
+    from dermbench.models.weights import load_weights_into
 
     cfg = json.loads(TINY_CONFIG.read_text())
     with seeded(0):

@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 from dermbench.data.locate import load_task
 from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import sha256_file
-from dermbench.splits import Split, make_split
-from dermbench.tasks import TaskCard, get_card
+from dermbench.data.splits import Split, make_split
+from dermbench.data.tasks import TaskCard, get_card
 
 
 @dataclass
@@ -60,7 +60,7 @@ def check_task(data_root: Path, card: TaskCard, split_cache: dict) -> TaskReport
         data = load_task(data_root, card)
     except DatasetError as exc:
         return TaskReport(task=card.name, found=False, message=str(exc))
-    from dermbench.synth import expected_counts
+    from dermbench.data.synth import expected_counts
 
     synth_expected = expected_counts(data_root, card)
     report = TaskReport(task=card.name, found=True, root=data.root, n_samples=len(data.samples),

@@ -13,6 +13,10 @@
 Flower is an optional extra (``pip install 'dermbench[federated]'``); nothing here imports it at
 module level. Flower's telemetry and update check are switched off unless the user set them:
 the harness never talks to the network during a run.
+
+Layer 3. May import: ``dermbench.features``, ``dermbench.stats``, ``dermbench.models``,
+``dermbench.data``, ``dermbench.io``, ``dermbench.config``. Site export (which loads tasks like a run)
+lives in :mod:`dermbench.run.federated_sites`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Protocol registry. Each protocol module is imported only when used."""
+"""Protocol registry. Each protocol module is imported only when used.
+
+One module per protocol (retrieval, linear probe, segmentation heads, captioning with its tiny LM,
+federated, label efficiency); ``base`` holds the ``Protocol`` interface.
+
+Layer 4. May import: ``dermbench.federated``, ``dermbench.features``, ``dermbench.stats``,
+``dermbench.models``, ``dermbench.data``, ``dermbench.io``, ``dermbench.config``.
+"""
 from __future__ import annotations
 
 import importlib

@@ -2,7 +2,7 @@
 
 A protocol trains/evaluates a head on frozen features and returns *per-sample
 predictions*; metrics, bootstrap intervals and every table are computed from those
-predictions by :mod:`dermbench.evaluation`, so any number can be recomputed later
+predictions by :mod:`dermbench.stats.evaluation`, so any number can be recomputed later
 from the stored files alone.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 import pandas as pd
 
 from dermbench.data.sample import Sample, TaskData
-from dermbench.splits import Split
-from dermbench.tasks import TaskCard
+from dermbench.data.splits import Split
+from dermbench.data.tasks import TaskCard
 
-# Families of per-sample predictions; each has its metrics in dermbench.evaluation.
+# Families of per-sample predictions; each has its metrics in dermbench.stats.evaluation.
 #  classification: columns sample_id, label, pred, score_0..score_{C-1}
 #  segmentation:   columns sample_id, dice, jaccard, tp, fp, fn, tn (lesion-class pixel counts)
 #  caption:        columns sample_id, reference, generated, and one column per per-sample metric

@@ -13,9 +13,9 @@ prompt has the same length (same text, same number of image tokens), so the left
 batch holds no padding at all.
 
 LM choice (setting ``llm``): a local folder, a Hugging Face hub id already in the local cache
-(never downloaded during a run), or ``dermbench/tiny-lm`` (:mod:`dermbench.tiny_lm`), a small
+(never downloaded during a run), or ``dermbench/tiny-lm`` (:mod:`dermbench.protocols.tiny_lm`), a small
 LM built from the training captions for CPU runs on DermSynth. The default is the paper's
-BioMistral-7B; :func:`dermbench.tiny_lm.default_llm_for` says which one a runner should pass.
+BioMistral-7B; :func:`dermbench.protocols.tiny_lm.default_llm_for` says which one a runner should pass.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ import pandas as pd
 from dermbench.data.sample import DatasetError, Sample
 from dermbench.io import sha256_file
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
-from dermbench.synth import is_dermsynth
-from dermbench.tiny_lm import (BIOMISTRAL_ID, DEFAULT_PROMPT, TINY_LM_ID, default_llm_for, ensure_tiny_lm,
+from dermbench.data.synth import is_dermsynth
+from dermbench.protocols.tiny_lm import (BIOMISTRAL_ID, DEFAULT_PROMPT, TINY_LM_ID, default_llm_for, ensure_tiny_lm,
                                hf_progress_bars, pad_right, prompt_ids)
 
 CAPTION_DEFAULTS: dict[str, Any] = {
@@ -201,7 +201,7 @@ def build_caption_model(llm, tokenizer, feature_dim: int, config: dict[str, Any]
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from dermbench.backbone import seeded
+    from dermbench.models.backbone import seeded
 
     targets = [t.strip() for t in str(config["lora_target_modules"]).split(",") if t.strip()]
     names = {n.rsplit(".", 1)[-1] for n, _ in llm.named_modules()}
@@ -321,7 +321,7 @@ class Captioning(Protocol):
         return {"llm": default_llm_for(is_dermsynth(data.root))}
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        from dermbench.caption_metrics import skipped_metrics
+        from dermbench.stats.caption_metrics import skipped_metrics
 
         cfg = ctx.config
         train, test = ctx.train, ctx.test

@@ -180,7 +180,7 @@ class Federated(Protocol):
         resamples within the client's test rows, seeded from ``boot_idx`` and the client's name,
         so a rebuild from the stored files draws the very same ones.
         """
-        from dermbench.stats import bootstrap_indices, summarise
+        from dermbench.stats.bootstrap import bootstrap_indices, summarise
 
         models = [("", predictions)] + [(model, _baseline_view(predictions, col))
                                         for col, model in BASELINES if f"{col}_pred" in predictions.columns]
@@ -260,8 +260,8 @@ def _baseline_view(predictions: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 def _point_and_replicates(preds: pd.DataFrame, idx: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    from dermbench.evaluation import replicates
-    from dermbench.metrics import full_index
+    from dermbench.stats.evaluation import replicates
+    from dermbench.stats.metrics import full_index
 
     point = {m: float(v[0]) for m, v in replicates("classification", preds, full_index(len(preds))).items()}
     return point, replicates("classification", preds, idx)

@@ -163,8 +163,8 @@ def fraction_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict[str,
     """Per metric name (``auroc@0.2`` ..., and the plain names for the largest fraction): ``value`` (mean over
     repeats on the full test set), ``replicates`` (that mean on each row of ``idx`` [B, n_test]),
     ``per_repeat`` and ``fraction``. The leaderboard's paired tests use the replicates."""
-    from dermbench import metrics as M
-    from dermbench.evaluation import classification_arrays
+    from dermbench.stats import metrics as M
+    from dermbench.stats.evaluation import classification_arrays
 
     blocks = blocks_of(predictions)
     if not blocks:
@@ -190,7 +190,7 @@ def fraction_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict[str,
 
 
 def evaluate_label_efficiency(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
-    from dermbench.stats import summarise
+    from dermbench.stats.bootstrap import summarise
 
     out: dict[str, dict] = {}
     for name, r in fraction_replicates(predictions, boot_idx).items():

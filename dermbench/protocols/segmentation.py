@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dermbench.data.sample import DatasetError, Sample
+from dermbench.stats.metrics import EMPTY_RULE, mask_scores  # noqa: F401  (re-exported)
 from dermbench.features import seg_input_size
 from dermbench.io import atomic_write_bytes, atomic_write_text
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
@@ -47,7 +48,6 @@ LINEAR_SEG_DEFAULTS: dict[str, Any] = {**SEG_DEFAULTS, "dropout": 0.1}
 DERMSYNTH_UPERNET_CHANNELS = 128
 UPERNET_DEFAULTS: dict[str, Any] = {**SEG_DEFAULTS, "upernet_channels": 768, "pool_scales": [1, 2, 3, 6]}
 
-EMPTY_RULE = "Dice = Jaccard = 1 when the prediction and the ground truth are both empty"
 
 
 # --- masks and scores --------------------------------------------------------------------
@@ -86,21 +86,6 @@ def check_masks_present(task: str, samples: Sequence[Sample]) -> None:
             f"task {task!r}: {len(missing)} of {len(samples)} image(s) have no lesion mask file, e.g. {examples}; "
             "the segmentation protocols need a mask for every image: restore the dataset's ground-truth folder"
         )
-
-
-def mask_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """Dice, Jaccard and pixel counts of the lesion class for one image (see EMPTY_RULE)."""
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {truth.shape} differ in size")
-    pred, truth = pred.astype(bool), truth.astype(bool)
-    tp = int(np.count_nonzero(pred & truth))
-    fp = int(np.count_nonzero(pred & ~truth))
-    fn = int(np.count_nonzero(~pred & truth))
-    tn = int(pred.size) - tp - fp - fn
-    union = tp + fp + fn
-    dice = 1.0 if union == 0 else 2.0 * tp / (2 * tp + fp + fn)
-    jaccard = 1.0 if union == 0 else tp / union
-    return {"dice": dice, "jaccard": jaccard, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 def train_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -265,7 +250,7 @@ class _SegmentationProtocol(Protocol):
 
         artifacts = []
         if figure_items:
-            from dermbench.segmentation_figures import contour_figure
+            from dermbench.protocols.segmentation_contours import contour_figure
 
             contour_figure(figure_items, ctx.artifacts_dir / "contours.png")
             artifacts.append(f"{ctx.artifacts_dir.name}/contours.png")
@@ -321,7 +306,7 @@ class UperNetSegmentation(_SegmentationProtocol):
         # DermSynth is the CPU-scale benchmark: there the decoder has 128 channels instead of the
         # official 768 (about 30x fewer multiply-adds; the 768-channel head takes 10-20 minutes
         # per task on two CPU cores). Real data keeps 768. The value used is stored in every result.
-        from dermbench.synth import is_dermsynth
+        from dermbench.data.synth import is_dermsynth
 
         return {"upernet_channels": DERMSYNTH_UPERNET_CHANNELS} if is_dermsynth(data.root) else {}
 

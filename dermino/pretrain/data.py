@@ -54,7 +54,7 @@ def list_images(folder: Path) -> list[Path]:
 
 def resolve_data_root(cfg: DataConfig) -> Optional[Path]:
     if cfg.synth:
-        from dermbench.synth import ensure_dermsynth
+        from dermbench.data.synth import ensure_dermsynth
 
         return ensure_dermsynth()
     return Path(cfg.data_root).expanduser() if cfg.data_root else None
@@ -62,8 +62,8 @@ def resolve_data_root(cfg: DataConfig) -> Optional[Path]:
 
 def collect_data(cfg: DataConfig, work_dir: Path, log: Callable[[str], None] = print) -> PretrainData:
     """Read every source named in ``cfg``; the report records what was used and what was removed."""
-    from dermbench.runner import TaskCache
-    from dermbench.tasks import load_cards, select_tasks
+    from dermbench.run.runner import TaskCache
+    from dermbench.data.tasks import load_cards, select_tasks
 
     root = resolve_data_root(cfg)
     report: dict = {"data_root": str(root) if root else None, "split_seed": SPLIT_SEED, "labelled_tasks": {},

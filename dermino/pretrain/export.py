@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 
 from dermbench.io import atomic_write_json
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONE_PREFIX = "backbone.vit."
 # torch's weight-norm parametrisation names -> the names DINOv2 checkpoints use

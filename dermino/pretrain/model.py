@@ -123,7 +123,7 @@ def load_init_weights(model: SSLModel, path: str | Path) -> dict[str, Any]:
     Position embeddings are resized to the model's grid; the load is strict."""
     from timm.layers import resample_abs_pos_embed
 
-    from dermbench.weights import load_state_dict_file, load_strict
+    from dermbench.models.weights import load_state_dict_file, load_strict
     from dermino.release import convert_release_checkpoint
 
     path = Path(path)

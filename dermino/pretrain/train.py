@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dermbench.registry import IMAGENET_MEAN, IMAGENET_STD
+from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from dermino.pretrain import checkpoint as ckpt_io
 from dermino.pretrain.augment import MultiCropAugmentation
 from dermino.pretrain.config import LOSSES, PretrainConfig, config_from_dict
@@ -156,9 +156,9 @@ def train(cfg: PretrainConfig, out_dir: Path, resume: Optional[str] = None,
 
 def _train(cfg: PretrainConfig, out_dir: Path, state: Optional[dict], resume_path: Optional[Path], info: DistInfo,
            say: Callable[[str], None]) -> dict[str, Any]:
-    from dermbench.backbone import seeded
+    from dermbench.models.backbone import seeded
     from dermbench.io import atomic_write_json
-    from dermbench.results import git_state, package_versions
+    from dermbench.run.results import git_state, package_versions
 
     from dermino.pretrain.prototypes import build_label_space, read_synonyms, write_review_files
 

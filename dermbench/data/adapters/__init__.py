@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from dermbench.data.sample import TaskData
 
 if TYPE_CHECKING:
-    from dermbench.tasks import TaskCard
+    from dermbench.data.tasks import TaskCard
 
 Loader = Callable[[Path, "TaskCard"], TaskData]
 _ADAPTERS: dict[str, Loader] = {}

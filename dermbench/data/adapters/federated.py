@@ -15,7 +15,7 @@ from dermbench.data.sample import DatasetError, TaskData
 @adapter("federated")
 def load(data_root: Path, card) -> TaskData:
     from dermbench.data.locate import load_task
-    from dermbench.tasks import get_card
+    from dermbench.data.tasks import get_card
 
     samples, skipped = [], []
     for site in card.sites:

@@ -1,0 +1,47 @@
+"""`dermbench data synth|check`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dermbench.cli._app import app
+from dermbench.cli.common import default_results, error_text, fail, parse_overrides, split_list
+
+data_app = typer.Typer(help="Datasets: write DermSynth, check a data root.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write DermSynth to (official layouts of all 20 tasks)."),
+    scale: float = typer.Option(1.0, "--scale", help="Size multiplier."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write the synthetic benchmark DermSynth in the official dataset layouts."""
+    from dermbench.data.synth import generate
+
+    path = generate(out, scale=scale, seed=seed)
+    typer.echo(f"DermSynth written to {path}")
+
+
+@data_app.command("check")
+def data_check(
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: as for run)."),
+    task: str = typer.Option("all", "--task", "-t"),
+) -> None:
+    """Check each task's files against the expected layout, counts and splits."""
+    from dermbench.config import resolve_data_root
+    from dermbench.data.check import check_data, format_report
+    from dermbench.data.tasks import select_tasks
+
+    root, source = resolve_data_root(data_root)
+    if root is None:
+        from dermbench.data.synth import ensure_dermsynth
+
+        root = ensure_dermsynth()
+        typer.echo(f"No --data-root given: checking the embedded DermSynth at {root}")
+    reports = check_data(root, select_tasks(task))
+    typer.echo(format_report(reports))

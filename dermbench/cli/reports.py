@@ -1,0 +1,87 @@
+"""`dermbench leaderboard`, `compare` and `fairness`: reports from a results store."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dermbench.cli._app import app
+from dermbench.cli.common import default_results, error_text, fail, parse_overrides, split_list
+
+
+@app.command()
+def leaderboard(
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default: results/dermsynth if no data root is configured, else results/)."),
+    fmt: str = typer.Option("md", "--format", help="md | csv | latex | html | all"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the tables and figures to."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Recompute every metric from the stored predictions."),
+) -> None:
+    """Build leaderboard tables (and figures) from the results store; prints the markdown tables."""
+    from dermbench.report.leaderboard import build_leaderboard
+
+    results = results or default_results()
+    if not results.is_dir():
+        fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
+    formats = ("md", "csv", "latex", "html") if fmt == "all" else (fmt,)
+    built = build_leaderboard(results, out, formats=formats, rebuild=rebuild)
+    typer.echo(built["markdown"])
+    for path in built.get("paths", []):
+        typer.echo(f"wrote {path}", err=True)
+
+
+@app.command()
+def compare(
+    model: List[str] = typer.Option(..., "--model", "-m", help="Exactly two result labels (e.g. dermino-tiny random-vit)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all tasks both models have."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
+    metric: str = typer.Option("auroc", "--metric"),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level (Holm-adjusted across the table's rows)."),
+    results: Optional[Path] = typer.Option(None, "--results"),
+) -> None:
+    """Paired comparison of two models: paired bootstrap, DeLong, McNemar, the paper's t-test; Holm across tasks."""
+    from dermbench.report.compare import ComparisonError, compare_models, format_comparison
+    from dermbench.data.tasks import select_tasks
+
+    models = split_list(model) or []
+    if len(models) != 2:
+        fail(f"compare needs exactly two --model values, got {models}")
+    if not 0 < alpha < 1:
+        fail(f"--alpha must lie between 0 and 1, got {alpha}")
+    try:
+        tasks = [c.name for c in select_tasks(task)] if task else None
+        table = compare_models(results or default_results(), models[0], models[1], tasks=tasks, metric=metric,
+                               protocol=protocol, alpha=alpha)
+    except (ComparisonError, KeyError, ValueError) as exc:
+        fail(error_text(exc))
+    typer.echo(format_comparison(table))
+
+
+@app.command()
+def fairness(
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Result label(s); default: all."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all with subgroups."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
+    attribute: Optional[str] = typer.Option(None, "--attribute", "-a", help="skin_type, sex, ... (default: all present)."),
+    metric: str = typer.Option("auroc", "--metric"),
+    min_samples: int = typer.Option(10, "--min-samples", help="Subgroups with fewer test samples are reported, not scored."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+) -> None:
+    """Per-subgroup metrics (Fitzpatrick skin type, sex, ...) with bootstrap CIs and the largest gap."""
+    from dermbench.report.fairness import fairness_table, format_fairness
+    from dermbench.io import atomic_write_text
+
+    results = results or default_results()
+    if not results.is_dir():
+        fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
+    try:
+        table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
+                               attribute=attribute, min_samples=min_samples)
+    except (KeyError, ValueError) as exc:
+        fail(error_text(exc))
+    typer.echo(format_fairness(table))
+    if csv is not None:
+        atomic_write_text(csv, table.to_csv(index=False))
+        typer.echo(f"wrote {csv}", err=True)

@@ -1,0 +1,164 @@
+"""Task cards: one declarative TOML file per evaluation task, in ``tasks/``.
+
+A card says *what* a task is (dataset, classes, split rule, protocols, main metric,
+licence, citation); all behaviour lives in the adapters and protocols.
+Extra card folders can be added with the ``DERMBENCH_TASK_DIRS`` environment variable
+(``os.pathsep``-separated), e.g. for a hospital's own manifest-based tasks.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+GROUPS = ("malignancy", "severity", "multi-category", "caption", "segmentation", "federated")
+CLASSIFICATION_GROUPS = ("malignancy", "severity", "multi-category")
+SPLIT_RULES = ("stratified", "random", "derived", "sites")
+
+_BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    name: str
+    title: str
+    group: str
+    adapter: str
+    folders: tuple[str, ...]  # official folder names looked up under the data root, first found wins
+    classes: tuple[str, ...]  # empty for segmentation and captioning
+    protocols: tuple[str, ...]
+    main_metric: str
+    split: str = "stratified"  # 'stratified' | 'random' | 'derived'
+    train_fraction: float = 0.5
+    split_from: Optional[str] = None  # for split = 'derived': the task whose split this one reuses
+    sites: tuple[str, ...] = ()  # for split = 'sites' (federated): one client per task, each with its own split
+    source: str = "public"  # 'public' | 'private'
+    licence: str = "unknown"
+    citation: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # adapter options (label column, image kind...)
+    expected: dict[str, Any] = field(default_factory=dict)  # expected counts of the real release
+    subgroups: tuple[str, ...] = ()  # sample.groups keys used for fairness analyses
+    path: Optional[Path] = None
+    sha256: str = ""
+
+    @property
+    def is_classification(self) -> bool:
+        return self.group in CLASSIFICATION_GROUPS
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def task_dirs() -> list[Path]:
+    dirs = [_BUILTIN_DIR]
+    extra = os.environ.get("DERMBENCH_TASK_DIRS", "")
+    dirs += [Path(p) for p in extra.split(os.pathsep) if p]
+    return dirs
+
+
+def _parse_card(path: Path) -> TaskCard:
+    raw = path.read_bytes()
+    try:
+        d = tomllib.loads(raw.decode("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"task card {path}: not valid TOML ({exc})") from exc
+    required = ("name", "title", "group", "adapter", "folders", "protocols", "main_metric")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(f"task card {path}: missing field(s) {missing}; see tasks/README.md for the schema")
+    if d["group"] not in GROUPS:
+        raise ValueError(f"task card {path}: group {d['group']!r} is not one of {GROUPS}")
+    split = d.get("split", "stratified")
+    if split not in SPLIT_RULES:
+        raise ValueError(f"task card {path}: split {split!r} is not one of {SPLIT_RULES}")
+    if split == "derived" and not d.get("split_from"):
+        raise ValueError(f"task card {path}: split = 'derived' needs split_from = '<task>'")
+    return TaskCard(
+        name=d["name"],
+        title=d["title"],
+        group=d["group"],
+        adapter=d["adapter"],
+        folders=tuple(d["folders"]),
+        classes=tuple(d.get("classes", ())),
+        protocols=tuple(d["protocols"]),
+        main_metric=d["main_metric"],
+        split=split,
+        train_fraction=float(d.get("train_fraction", 0.5)),
+        split_from=d.get("split_from"),
+        sites=tuple(d.get("sites", ())),
+        source=d.get("source", "public"),
+        licence=d.get("licence", "unknown"),
+        citation=d.get("citation", ""),
+        options=dict(d.get("options", {})),
+        expected=dict(d.get("expected", {})),
+        subgroups=tuple(d.get("subgroups", ())),
+        path=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+_CACHE: Optional[dict[str, TaskCard]] = None
+
+
+def load_cards(reload: bool = False) -> dict[str, TaskCard]:
+    """All task cards by name, in a stable order (built-in order file, then extra dirs)."""
+    global _CACHE
+    if _CACHE is not None and not reload:
+        return _CACHE
+    cards: dict[str, TaskCard] = {}
+    for d in task_dirs():
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.toml")):
+            card = _parse_card(path)
+            if card.name in cards:
+                raise ValueError(f"task {card.name!r} defined twice: {cards[card.name].path} and {path}")
+            cards[card.name] = card
+    order = {g: i for i, g in enumerate(GROUPS)}
+    _CACHE = dict(sorted(cards.items(), key=lambda kv: (order[kv[1].group], _paper_order(kv[0]))))
+    return _CACHE
+
+
+# The paper's table order within each group.
+PAPER_ORDER = [
+    "ddi", "fitzpatrick17k-2", "mednode", "ph2-cls", "mpl5",
+    "msd2", "mtd2", "acne04",
+    "gld6", "sid2", "vwcd4", "derm7pt", "fitzpatrick17k-3", "fitzpatrick17k-9",
+    "skincap",
+    "fl-malignancy",
+    "ph2-seg", "skincancer", "isic2016", "isic2017", "isic2018",
+]
+
+
+def _paper_order(name: str) -> tuple[int, str]:
+    return (PAPER_ORDER.index(name) if name in PAPER_ORDER else len(PAPER_ORDER), name)
+
+
+def get_card(name: str) -> TaskCard:
+    cards = load_cards()
+    if name not in cards:
+        raise KeyError(f"unknown task {name!r}. Valid tasks: {', '.join(cards)}; groups: {', '.join(GROUPS)}; or 'all'")
+    return cards[name]
+
+
+def select_tasks(spec: str) -> list[TaskCard]:
+    """'all' | a group name | 'classification' | comma-separated task names (mixable)."""
+    cards = load_cards()
+    chosen: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        if part == "all":
+            names = list(cards)
+        elif part == "classification":
+            names = [n for n, c in cards.items() if c.is_classification]
+        elif part in GROUPS:
+            names = [n for n, c in cards.items() if c.group == part]
+        else:
+            names = [get_card(part).name]
+        chosen += [n for n in names if n not in chosen]
+    if not chosen:
+        raise KeyError(f"no task selected by {spec!r}. Valid tasks: {', '.join(cards)}")
+    return [cards[n] for n in chosen]

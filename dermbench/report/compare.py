@@ -1,0 +1,371 @@
+"""``dermbench compare``: two models of a results store, every (task, protocol) both have.
+
+:func:`compare_models` applies the paired tests of :mod:`dermbench.stats.paired` to two models of
+a results store and returns one row per (task, protocol); :func:`format_comparison` prints that
+table.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import click
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from dermbench.stats.paired import (  # noqa: F401  (re-exported for callers of compare)
+    ALPHA, P_FAMILIES, P_TITLES, PAPER_TTEST_LABEL, better_on_all, delong_test, holm, mcnemar_test, paired_bootstrap_test, paper_paired_ttest, wilcoxon_test,
+)
+
+
+class ComparisonError(click.ClickException, ValueError):
+    """The two models' results cannot be compared (missing, or not on the same test set).
+
+    A ``ValueError`` for Python callers; ``dermbench compare`` prints it as a one-line error.
+    """
+
+
+
+# --------------------------------------------------------------------------------------------
+# The results store
+# --------------------------------------------------------------------------------------------
+CLASSIFICATION_METRICS = ("auroc", "f1", "accuracy", "balanced_accuracy")
+SEGMENTATION_METRICS = ("dice", "jaccard", "pixel_accuracy", "miou")
+PER_IMAGE_SEGMENTATION = ("dice", "jaccard")  # stored per image: Wilcoxon applies
+_CAPTION_TEXT_COLUMNS = ("sample_id", "reference", "generated")
+LABEL_EFFICIENCY = "label-efficiency"
+
+COLUMNS = ["task", "protocol", "kind", "metric", "n_test", "n_boot", "value_a", "value_b", "diff", "ci_low", "ci_high",
+           "p_boot", "p_delong", "p_mcnemar", "p_wilcoxon", "p_ttest_paper",
+           *[f"{f}_holm" for f in P_FAMILIES], "acc_a", "acc_b", "delong_per_class", "note"]
+
+
+def _metric_for(kind: str, requested: str, ra: dict, rb: dict) -> tuple[Optional[str], str]:
+    """The metric compared for a pair of results: the requested one where both have it, else the
+    task's main metric (the note says so).
+
+    Classification and segmentation: the metrics :func:`dermbench.stats.evaluation.replicates` computes
+    (stored results with extra ``metric@setting`` entries, like label efficiency's ``auroc@0.2`` or
+    the federated task's per-client ``auroc@mednode``, also accept those names where both results
+    have them). Other kinds: the metric names of the stored records.
+    """
+    stored = [m for m in (ra.get("metrics") or {}) if m in (rb.get("metrics") or {})]
+    if kind == "classification":
+        available: Sequence[str] = list(dict.fromkeys([*CLASSIFICATION_METRICS, *stored]))
+    elif kind == "segmentation":
+        available = list(dict.fromkeys([*SEGMENTATION_METRICS, *stored]))
+    else:
+        available = stored
+    if requested in available:
+        return requested, ""
+    main = ra.get("main_metric")
+    if main in available:
+        return main, f"{requested} not defined for this {kind} result: compared {main}"
+    return (available[0] if available else None), f"{requested} not defined for this {kind} result"
+
+
+def _caption_metric_columns(predictions: pd.DataFrame) -> list[str]:
+    return [c for c in predictions.columns if c not in _CAPTION_TEXT_COLUMNS and not c.startswith("group_")
+            and pd.api.types.is_numeric_dtype(predictions[c])]
+
+
+def _load_bootstrap(results_dir: Path, ra: dict, rb: dict, n: int) -> tuple[np.ndarray, str]:
+    from dermbench.io import sha256_file
+
+    notes = []
+    boot = ra.get("bootstrap") or {}
+    if (rb.get("bootstrap") or {}).get("sha256") != boot.get("sha256"):
+        notes.append(f"the two results used different bootstrap files; both models were resampled with "
+                     f"{model_label(ra)}'s ({boot.get('path')})")
+    if not boot.get("path"):
+        raise ComparisonError(f"{ra['_path']} names no bootstrap file: rerun it with this dermbench version")
+    path = Path(results_dir) / boot["path"]
+    if not path.exists():
+        raise ComparisonError(f"bootstrap file {path} (named in {ra['_path']}) is missing")
+    if boot.get("sha256") and sha256_file(path) != boot["sha256"]:
+        raise ComparisonError(f"bootstrap file {path} does not match the sha256 recorded in {ra['_path']}")
+    idx = np.load(path)
+    if idx.ndim != 2 or idx.shape[1] != n:
+        raise ComparisonError(f"bootstrap file {path} has shape {idx.shape}; expected (B, {n}) for the test set of {ra['_path']}")
+    return idx, "; ".join(notes)
+
+
+def model_label(record: dict) -> str:
+    return str(record.get("model"))
+
+
+def _test_ids(record: dict, predictions: pd.DataFrame) -> list[str]:
+    """The test samples in the split's order: label efficiency stores one block per (fraction, repeat)."""
+    ids = predictions["sample_id"].astype(str)
+    if record.get("protocol") == LABEL_EFFICIENCY:
+        ids = ids.drop_duplicates(keep="first")
+    return ids.tolist()
+
+
+def _check_paired(ra: dict, rb: dict, pa: pd.DataFrame, pb: pd.DataFrame) -> None:
+    where = f"{ra['_path']} and {rb['_path']}"
+    if ra.get("split_sha256") != rb.get("split_sha256"):
+        raise ComparisonError(f"{ra['task']} · {ra['protocol']}: the two results were computed on different splits "
+                              f"(split sha256 {str(ra.get('split_sha256'))[:12]} vs {str(rb.get('split_sha256'))[:12]}): "
+                              f"{where}. Rerun both with the same --seed and --split (and data) to compare them.")
+    ids_a, ids_b = _test_ids(ra, pa), _test_ids(rb, pb)
+    if ids_a != ids_b:
+        detail = (f"{len(ids_a)} vs {len(ids_b)} test samples" if len(ids_a) != len(ids_b) else
+                  f"first difference at row {next(i for i, (u, v) in enumerate(zip(ids_a, ids_b)) if u != v)}")
+        raise ComparisonError(f"{ra['task']} · {ra['protocol']}: the predictions do not list the same test samples in "
+                              f"the same order ({detail}): {where}")
+    if ra.get("kind") != rb.get("kind"):
+        raise ComparisonError(f"{ra['task']} · {ra['protocol']}: results of different kinds ({ra.get('kind')} vs "
+                              f"{rb.get('kind')}): {where}")
+    if "label" in pa.columns and "label" in pb.columns:
+        la = pa.drop_duplicates("sample_id")["label"].to_numpy() if ra.get("protocol") == LABEL_EFFICIENCY else pa["label"].to_numpy()
+        lb = pb.drop_duplicates("sample_id")["label"].to_numpy() if rb.get("protocol") == LABEL_EFFICIENCY else pb["label"].to_numpy()
+        if not np.array_equal(la, lb):
+            raise ComparisonError(f"{ra['task']} · {ra['protocol']}: same samples but different labels: {where}")
+
+
+def _label_efficiency_pair(pa: pd.DataFrame, pb: pd.DataFrame, name: str, idx: np.ndarray, notes: list[str]):
+    """(point_a, point_b, rep_a, rep_b) of a label-efficiency metric: the mean over repeats (and its
+    replicates on the shared resamples, :func:`dermbench.protocols.label_efficiency.fraction_replicates`)."""
+    from dermbench.protocols.label_efficiency import fraction_replicates
+
+    fa, fb = fraction_replicates(pa, idx), fraction_replicates(pb, idx)
+    if name not in fa or name not in fb:
+        raise KeyError(name)
+    ra_, rb_ = fa[name], fb[name]
+    if ra_["fraction"] != rb_["fraction"]:
+        notes.append(f"largest training fractions differ ({ra_['fraction']:g} vs {rb_['fraction']:g})")
+    notes.append(f"mean over {len(ra_['per_repeat'])} vs {len(rb_['per_repeat'])} repeats at training fraction "
+                 f"{ra_['fraction']:g}; DeLong/McNemar do not apply to an average of repeats")
+    return ra_["value"], rb_["value"], ra_["replicates"], rb_["replicates"]
+
+
+def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc") -> dict[str, Any]:
+    """One comparison row for two finished results of the same (task, protocol)."""
+    from dermbench.stats.evaluation import classification_arrays, replicates
+    from dermbench.stats.metrics import full_index
+    from dermbench.run.results import read_predictions
+
+    try:
+        pa, pb = read_predictions(ra["_path"]), read_predictions(rb["_path"])
+    except (OSError, ValueError) as exc:
+        raise ComparisonError(f"{ra['task']} · {ra['protocol']}: {exc}") from exc
+    _check_paired(ra, rb, pa, pb)
+    kind = ra.get("kind")
+    n_test = len(_test_ids(ra, pa))
+    row: dict[str, Any] = {c: math.nan for c in COLUMNS}
+    row.update(task=ra["task"], protocol=ra["protocol"], kind=kind, n_test=n_test, delong_per_class=None)
+    name, note = _metric_for(kind, metric, ra, rb)
+    notes = [note] if note else []
+    row["metric"] = name
+    if name is None:
+        row["note"] = "; ".join(notes + ["no metric to compare"])
+        return row
+
+    def stored_values() -> tuple[float, float]:
+        return (float((ra.get("metrics") or {}).get(name, {}).get("value", math.nan)),
+                float((rb.get("metrics") or {}).get(name, {}).get("value", math.nan)))
+
+    rep_a = rep_b = None
+    per_sample = False  # DeLong / McNemar / Wilcoxon apply: one prediction per test sample, plain metric
+    if ra["protocol"] == LABEL_EFFICIENCY:
+        idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
+        try:
+            point_a, point_b, rep_a, rep_b = _label_efficiency_pair(pa, pb, name, idx, notes)
+        except KeyError:
+            point_a, point_b = stored_values()
+            notes.append(f"{name} is not in both label-efficiency results: values only")
+    elif kind in ("classification", "segmentation") and name in (CLASSIFICATION_METRICS + SEGMENTATION_METRICS):
+        idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
+        point_a = replicates(kind, pa, full_index(n_test))[name][0]
+        point_b = replicates(kind, pb, full_index(n_test))[name][0]
+        rep_a, rep_b = replicates(kind, pa, idx)[name], replicates(kind, pb, idx)[name]
+        per_sample = True
+        if ra["protocol"] == "federated":
+            notes.append("federated: the pooled test set of all clients")
+    elif kind == "caption" and name in _caption_metric_columns(pa) and name in _caption_metric_columns(pb):
+        idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
+        va, vb = pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64)
+        point_a, point_b = float(va.mean()), float(vb.mean())
+        rep_a, rep_b = va[idx].mean(axis=1), vb[idx].mean(axis=1)
+        notes.append(f"per-sample column {name!r}: mean over samples")
+    else:
+        idx, boot_note = None, ""
+        point_a, point_b = stored_values()
+        notes.append("no per-sample metric columns in the predictions: values only, no paired test" if kind == "caption"
+                     else f"{name!r} has no per-sample replicates for protocol {ra['protocol']!r}: values only")
+    if boot_note:
+        notes.append(boot_note)
+    if idx is not None:
+        row["n_boot"] = int(idx.shape[0])
+    row.update(value_a=float(point_a), value_b=float(point_b), diff=float(point_a) - float(point_b))
+    if rep_a is None:
+        row["note"] = "; ".join(notes)
+        return row
+
+    boot = paired_bootstrap_test(rep_a, rep_b, row["diff"])
+    row.update(ci_low=boot["ci_low"], ci_high=boot["ci_high"], p_boot=boot["p"])
+    row["p_ttest_paper"] = paper_paired_ttest(rep_a, rep_b)["p"]
+    if per_sample and kind == "classification":
+        y, pred_a, scores_a = classification_arrays(pa)
+        _, pred_b, scores_b = classification_arrays(pb)
+        mc = mcnemar_test(y, pred_a, pred_b)
+        row.update(p_mcnemar=mc["p"], acc_a=mc["acc_a"], acc_b=mc["acc_b"])
+        if name == "auroc":
+            dl = delong_test(y, scores_a, scores_b)
+            row["p_delong"] = dl["p"]
+            if dl["per_class"] is not None:
+                classes = ra.get("classes") or []
+                row["delong_per_class"] = [{**r, "class": classes[r["class"]] if r["class"] < len(classes) else r["class"]}
+                                           for r in dl["per_class"]]
+    elif per_sample and kind == "segmentation" and name in PER_IMAGE_SEGMENTATION:
+        row["p_wilcoxon"] = wilcoxon_test(pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64))["p"]
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def _order_key(task: str, protocol: str) -> tuple:
+    from dermbench.report.labels import PROTOCOL_ORDER
+    from dermbench.data.tasks import PAPER_ORDER
+
+    t = PAPER_ORDER.index(task) if task in PAPER_ORDER else len(PAPER_ORDER)
+    p = PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
+    return (t, task, p, protocol)
+
+
+def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optional[Sequence[str]] = None,
+                   metric: str = "auroc", protocol: Optional[str] = None, alpha: float = ALPHA) -> pd.DataFrame:
+    """Paired comparison of two models of a results store: one row per (task, protocol) both have.
+
+    ``model_a``/``model_b``: result labels as stored (``random-vit``, ``dermino@random``...);
+    ``tasks``: task names to keep (None: all); ``protocol``: a protocol name or comma-separated
+    names (None: all); ``metric``: compared where defined (classification: auroc, f1, accuracy,
+    balanced_accuracy; segmentation: dice, jaccard, pixel_accuracy, miou; a stored per-setting
+    name such as ``auroc@0.2`` of label efficiency), otherwise the task's main metric is used and
+    the row's note says so.
+
+    Protocols: ``retrieval``, ``linear``, ``federated`` (pooled predictions), ``seg-*``: every test
+    of their kind. ``label-efficiency``: the mean over repeats, paired bootstrap only (replicates
+    from :func:`dermbench.protocols.label_efficiency.fraction_replicates`). ``caption``: paired
+    bootstrap on per-sample metric columns where the predictions have them, else values only.
+    Stored metrics without per-sample replicates (``auroc@mednode`` of the federated task): values
+    only. Each such limitation is written in the row's ``note``.
+
+    For each pair the two results must share the split (sha256) and list the same test samples in
+    the same order, else :class:`ComparisonError` names both files. Replicates come from the
+    stored shared resamples (``<results>/_bootstrap``), through :func:`dermbench.stats.evaluation.replicates`.
+
+    Columns: ``value_a``, ``value_b``, ``diff`` (A - B) with the paired-bootstrap ``ci_low``,
+    ``ci_high`` and ``p_boot``; ``p_delong`` (classification, auroc), ``p_mcnemar`` (classification,
+    accuracy; ``acc_a``, ``acc_b``), ``p_wilcoxon`` (segmentation Dice/Jaccard per image),
+    ``p_ttest_paper`` (the paper's unsound t-test), and ``<family>_holm`` for each, Holm-adjusted
+    across the rows. ``table.attrs`` holds the model names, metric, alpha and the "better on all"
+    verdicts.
+    """
+    from dermbench.run.results import iter_results
+
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ComparisonError(f"results folder {results_dir} does not exist")
+    records: dict[str, dict[tuple[str, str], dict]] = {}
+    for r in iter_results(results_dir):
+        records.setdefault(str(r.get("model")), {})[(r["task"], r["protocol"])] = r
+    for label in (model_a, model_b):
+        if label not in records:
+            raise ComparisonError(f"no results for model {label!r} in {results_dir}; models there: "
+                                  f"{', '.join(sorted(records)) or 'none'}")
+    if model_a == model_b:
+        raise ComparisonError(f"compare needs two different models, got {model_a!r} twice")
+    protocols = None if protocol is None else {p.strip() for p in str(protocol).split(",") if p.strip()}
+    keys = set(records[model_a]) & set(records[model_b])
+    keys = {k for k in keys if (tasks is None or k[0] in set(tasks)) and (protocols is None or k[1] in protocols)}
+    if not keys:
+        only = lambda m: sorted(f"{t}/{p}" for t, p in records[m])  # noqa: E731
+        raise ComparisonError(f"{model_a} and {model_b} have no (task, protocol) result in common"
+                              f"{' among the selected tasks/protocols' if tasks or protocols else ''} in {results_dir}; "
+                              f"{model_a}: {', '.join(only(model_a))}; {model_b}: {', '.join(only(model_b))}")
+    rows = [compare_pair(results_dir, records[model_a][k], records[model_b][k], metric)
+            for k in sorted(keys, key=lambda k: _order_key(*k))]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    for family in P_FAMILIES:
+        table[f"{family}_holm"] = holm(table[family].to_numpy(np.float64))
+    table.attrs.update(model_a=model_a, model_b=model_b, metric=metric, alpha=alpha, results_dir=str(results_dir),
+                       better_on_all={f: better_on_all(table["diff"], table[f"{f}_holm"], alpha) for f in P_FAMILIES},
+                       worse_on_all={f: better_on_all(-table["diff"], table[f"{f}_holm"], alpha) for f in P_FAMILIES})
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Printing
+# --------------------------------------------------------------------------------------------
+def _pct(v: float) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.2f}"
+
+
+def _signed_pct(v: float) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:+.2f}"
+
+
+def _p(v: float) -> str:
+    if v is None or not np.isfinite(v):
+        return "—"
+    return "<1e-4" if v < 1e-4 else f"{v:.4f}"
+
+
+def _p_pair(raw: float, adjusted: float) -> str:
+    return "—" if raw is None or not np.isfinite(raw) else f"{_p(raw)} ({_p(adjusted)})"
+
+
+_SHORT = {"p_boot": "paired boot.", "p_delong": "DeLong", "p_mcnemar": "McNemar", "p_wilcoxon": "Wilcoxon",
+          "p_ttest_paper": "paper t-test†"}
+_LEGEND = {"p_delong": "DeLong: AUROC, correlated (macro one-vs-rest for > 2 classes).",
+           "p_mcnemar": "McNemar: exact (binomial on discordant samples), on accuracy.",
+           "p_wilcoxon": "Wilcoxon: signed-rank on per-image values."}
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """A readable text table of :func:`compare_models` output, its legend, and the "better on all" line.
+
+    Metric values and differences are in percent (points); each p-value is followed by its
+    Holm-adjusted value (across the table's rows) in parentheses.
+    """
+    a, b = table.attrs.get("model_a", "A"), table.attrs.get("model_b", "B")
+    alpha = float(table.attrs.get("alpha", ALPHA))
+    # p-value columns with no test at all in this table (e.g. Wilcoxon without segmentation) are left out
+    shown = [f for f in P_FAMILIES if f in ("p_boot", "p_ttest_paper") or table[f].notna().any()]
+    level = f"{100 * (1 - alpha):g}%"
+    header = ["task · protocol", "metric", a, b, f"A−B [{level} CI]", *[_SHORT[f] for f in shown]]
+    lines_data = []
+    for _, r in table.iterrows():
+        diff = _signed_pct(r["diff"])
+        if np.isfinite(r["ci_low"]):
+            diff += f" [{_signed_pct(r['ci_low'])}, {_signed_pct(r['ci_high'])}]"
+        lines_data.append([f"{r['task']} · {r['protocol']}", str(r["metric"]), _pct(r["value_a"]), _pct(r["value_b"]), diff,
+                           *[_p_pair(r[f], r[f"{f}_holm"]) for f in shown]])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines_data)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    n_boot = sorted({int(v) for v in table["n_boot"] if np.isfinite(v)})
+    out = [f"Paired comparison: A = {a}, B = {b} (metric: {table.attrs.get('metric', '?')}; values in %)", "",
+           fmt(header), fmt(["-" * w for w in widths]), *[fmt(r) for r in lines_data], ""]
+    out += [f"A−B: difference in percentage points; CI: percentile {level} of the paired bootstrap differences "
+            f"(B = {', '.join(map(str, n_boot)) or '—'} shared resamples).",
+            "p-values are two-sided; (…) Holm-adjusted across the rows above, one family per test.",
+            "paired boot.: both models on the same resamples, p = 2·min share of differences ≤ 0 / ≥ 0, (k+1)/(B+1).",
+            *[_LEGEND[f] for f in shown if f in _LEGEND],
+            f"† {PAPER_TTEST_LABEL}."]
+    notes = [f"  {r['task']} · {r['protocol']}: {r['note']}" for _, r in table.iterrows() if isinstance(r["note"], str) and r["note"]]
+    if notes:
+        out += ["Notes:", *notes]
+    tested = table["p_boot_holm"].notna()
+    wins = int(((table["diff"] > 0) & (table["p_boot_holm"] < alpha)).sum())
+    losses = int(((table["diff"] < 0) & (table["p_boot_holm"] < alpha)).sum())
+    holds = better_on_all(table["diff"], table["p_boot_holm"], alpha)
+    untested = f", {int((~tested).sum())} untested" if (~tested).any() else ""
+    reverse = (f" (the reverse claim, {b} better than {a} on all, holds)"
+               if better_on_all(-table["diff"], table["p_boot_holm"], alpha) else "")
+    out.append(f"Claim \"{a} better than {b} on all {len(table)} task/protocol rows\" (paired bootstrap, Holm, "
+               f"α = {alpha:g}): {'HOLDS' if holds else 'NOT SUPPORTED'} — {a} significantly better on {wins}, "
+               f"worse on {losses}, no significant difference on {int(tested.sum()) - wins - losses}{untested}{reverse}.")
+    return "\n".join(out)

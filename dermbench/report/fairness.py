@@ -1,0 +1,147 @@
+"""``dermbench fairness``: per-subgroup metrics of stored results (:mod:`dermbench.stats.fairness`)."""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from dermbench.stats.fairness import (  # noqa: F401  (re-exported)
+    CLASSIFICATION_METRICS, COLUMNS, EXCLUDED_PROTOCOLS, MIN_SAMPLES, SEGMENTATION_METRICS, UNKNOWN,
+    fairness_rows, subgroup_label, subgroup_order, subgroup_values,
+)
+
+
+def record_fairness(results_dir: Path, record: dict, metric: str = "auroc", attributes: Optional[Sequence[str]] = None,
+                    min_samples: int = MIN_SAMPLES, predictions: Optional[pd.DataFrame] = None) -> list[dict]:
+    """Fairness rows of one stored result (its predictions and shared resamples read from the store)."""
+    from dermbench.run.results import read_predictions
+
+    kind = record.get("kind")
+    allowed = CLASSIFICATION_METRICS if kind == "classification" else SEGMENTATION_METRICS if kind == "segmentation" else ()
+    if metric not in allowed:
+        return []
+    preds = read_predictions(record["_path"]) if predictions is None else predictions
+    if not any(c.startswith("group_") for c in preds.columns):
+        return []
+    shared = np.load(Path(results_dir) / record["bootstrap"]["path"])
+    return fairness_rows(record, preds, shared, metric, attributes, min_samples)
+
+
+def _names(value: Union[None, str, Sequence[str]]) -> Optional[set[str]]:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return {p.strip() for item in items for p in str(item).split(",") if p.strip()}
+
+
+def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = None,
+                   task: Union[None, str, Sequence[str]] = None, metric: str = "auroc",
+                   protocol: Union[None, str, Sequence[str]] = None, attribute: Union[None, str, Sequence[str]] = None,
+                   min_samples: int = MIN_SAMPLES) -> pd.DataFrame:
+    """Per-subgroup metrics, the largest gap and the overall value for the results under ``results_dir``.
+
+    ``model``, ``task``, ``protocol``, ``attribute``: names (a string may be comma-separated, a task
+    may be a group or 'all'); None: every result with ``group_*`` columns. Label-efficiency and
+    federated results are skipped (several predictions per test image). Columns: see ``COLUMNS``;
+    ``row`` is 'subgroup', 'gap' or 'overall'. Values are fractions (not percent).
+    """
+    from dermbench.report.labels import PROTOCOL_ORDER
+    from dermbench.run.results import iter_results
+    from dermbench.data.tasks import PAPER_ORDER, select_tasks
+
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"results folder {results_dir} does not exist; run `dermbench run ...` first")
+    if metric not in CLASSIFICATION_METRICS + SEGMENTATION_METRICS:
+        raise ValueError(f"fairness metric {metric!r}: choose one of {', '.join(CLASSIFICATION_METRICS)} "
+                         f"(classification) or {', '.join(SEGMENTATION_METRICS)} (segmentation)")
+    models, protocols, attributes = _names(model), _names(protocol), _names(attribute)
+    tasks = None
+    if task is not None:
+        tasks = set()
+        for part in _names(task) or ():
+            try:
+                tasks |= {c.name for c in select_tasks(part)}
+            except KeyError:
+                tasks.add(part)  # a task of another card folder, matched by name
+    records = [r for r in iter_results(results_dir)
+               if r.get("protocol") not in EXCLUDED_PROTOCOLS
+               and (models is None or r["model"] in models) and (tasks is None or r["task"] in tasks)
+               and (protocols is None or r["protocol"] in protocols)]
+    order = {t: i for i, t in enumerate(PAPER_ORDER)}
+    records.sort(key=lambda r: (order.get(r["task"], len(order)), r["task"],
+                                PROTOCOL_ORDER.index(r["protocol"]) if r["protocol"] in PROTOCOL_ORDER else 99,
+                                r["protocol"], r["model"]))
+    rows = []
+    for r in records:
+        rows += record_fairness(results_dir, r, metric, sorted(attributes) if attributes else None, min_samples)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs.update(metric=metric, min_samples=min_samples, results_dir=str(results_dir))
+    return table
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def format_fairness(df: pd.DataFrame) -> str:
+    """Markdown: one table per (task, protocol, attribute); rows models, columns subgroups, gap and overall."""
+    from dermbench.report.labels import METRIC_TITLES
+
+    if df.empty:
+        return ("No subgroup results: no stored predictions with group_<attribute> columns matched "
+                "(fairness needs classification or segmentation results of tasks with subgroups, e.g. "
+                "fitzpatrick17k-3 (skin type) or derm7pt (sex)).")
+    metric = df.attrs.get("metric") or df["metric"].iloc[0]
+    out = [f"Subgroup {METRIC_TITLES.get(metric, metric)} in percent: value [95% percentile bootstrap CI within the "
+           "subgroup]; gap = max − min over subgroups ('unknown' excluded) [CI of max − min over the shared test-set "
+           "resamples] (highest − lowest subgroup: [paired CI of their difference on the same resamples]); "
+           "overall = whole test set. —: not reported (see notes).", ""]
+    keys = list(dict.fromkeys(zip(df["task"], df["protocol"], df["attribute"])))
+    for task, protocol, attribute in keys:
+        part = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["attribute"] == attribute)]
+        subs = part[part["row"] == "subgroup"]
+        order = list(dict.fromkeys(subs["subgroup"]))
+        first = {s: subs[subs["subgroup"] == s].iloc[0] for s in order}
+        header = [f"{first[s]['label']} (n={int(first[s]['n'])})" for s in order] + ["gap (max − min)", "overall"]
+        out += [f"## {task} · {protocol} · {attribute}", "", "| model | " + " | ".join(header) + " |",
+                "|---" * (len(header) + 1) + "|"]
+        models = list(dict.fromkeys(part["model"]))
+        notes: dict[tuple[str, str], list[str]] = {}
+        for m in models:
+            rows = part[part["model"] == m]
+            cells = []
+            for s in order:
+                r = rows[(rows["row"] == "subgroup") & (rows["subgroup"] == s)]
+                cells.append(_cell(r.iloc[0]) if len(r) else "—")
+                if len(r) and r.iloc[0]["note"]:
+                    notes.setdefault((str(first[s]["label"]), r.iloc[0]["note"]), []).append(m)
+            gap = rows[rows["row"] == "gap"]
+            if len(gap) and not math.isnan(gap.iloc[0]["value"]):
+                g = gap.iloc[0]
+                where = g["note"].split(";")[0].replace("max ", "").replace(", min ", " − ")
+                cells.append(f"{_cell(g)} ({where}: [{_pct(g['pair_ci_low'])}, {_pct(g['pair_ci_high'])}])")
+            else:
+                cells.append("—")
+                if len(gap):
+                    notes.setdefault(("gap", gap.iloc[0]["note"]), []).append(m)
+            overall = rows[rows["row"] == "overall"]
+            cells.append(_cell(overall.iloc[0]) if len(overall) else "—")
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+        if notes:
+            out.append("Notes:")
+            for (label, note), who in notes.items():
+                out.append(f"- {label}: {note}" + ("" if len(who) == len(models) else f" ({', '.join(who)})"))
+            out.append("")
+    return "\n".join(out)
+
+
+def _cell(row: pd.Series) -> str:
+    if row["value"] is None or math.isnan(row["value"]):
+        return "—"
+    return f"{_pct(row['value'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"

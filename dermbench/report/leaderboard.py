@@ -1,0 +1,682 @@
+"""Leaderboard tables and figures built from the results store only.
+
+Tables, as in the paper: one per (task group, protocol, metric), rows models, columns the group's
+datasets plus the group average (AUROC and F1 for retrieval / linear / label-efficiency, Dice and
+Jaccard for segmentation, caption metrics, the federated task); and for protocols whose metrics
+are per setting (``auroc@0.2`` for label efficiency) one table per task with a column per setting.
+
+A cell is ``value [CI low, CI high]`` in percent (percentile 95% bootstrap CI). **Bold**: the best
+value in the column. †: significantly worse than the column's best by the two-sided paired bootstrap
+(:func:`dermbench.stats.paired.paired_bootstrap_test`) on the shared resamples, p < 0.05, uncorrected
+(use ``dermbench compare`` for Holm-corrected claims). ‡: the backbone saw the task's training
+images during pretraining. "—": no result. Avg: mean over the group's datasets, complete rows
+only (its replicates are the mean of the datasets' replicates, so it gets a † too).
+
+The CSV carries every number: the percentile CI, the bootstrap sd, the paper's μ and v and its
+interval μ ± v (labelled ``paper_mu_minus_v`` / ``paper_mu_plus_v``: a variance added to a mean,
+reported for comparison with the paper only), the p-value against the column's best.
+
+With ``rebuild=True`` every metric is recomputed from the stored predictions and bootstrap indices
+(nothing is taken from the JSON numbers); significance, fairness and figures always come from
+the predictions. Output is byte-for-byte reproducible: building twice, or rebuilding, writes the
+same files.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from dermbench.io import atomic_write_bytes
+from dermbench.run.results import iter_results, read_predictions
+from dermbench.data.tasks import GROUPS, PAPER_ORDER
+
+from dermbench.report.labels import MAIN_METRIC, METRIC_TITLES, PROTOCOL_ORDER, TABLE_METRICS  # noqa: F401
+
+HEATMAP_PROTOCOLS = ("retrieval", "linear", "seg-linear", "seg-upernet")
+# The paper's fairness figure (Fig. 6a): Fitzpatrick17k-3 by skin type, Derm7pt by sex. Tables cover every subgroup column.
+FAIRNESS_FIGURES = (("fitzpatrick17k-3", "skin_type"), ("derm7pt", "sex"))
+FAIRNESS_METRICS = ("auroc", "dice")
+ALPHA = 0.05
+
+LEGEND = ("Cells: value [95% percentile bootstrap CI], in percent. **Bold**: best in the column. "
+          "†: significantly worse than the column's best (two-sided paired bootstrap on the shared resamples, "
+          "p < 0.05, not corrected for multiple comparisons; `dermbench compare` gives Holm-corrected tests). "
+          "—: no result. Avg: mean over the group's datasets, complete rows only, with the bootstrap CI of the mean. "
+          "‡: the backbone saw this task's training images during pretraining. "
+          "Label efficiency: mean over repeats; the group tables show the largest training fraction.")
+
+
+@dataclass
+class Table:
+    group: str
+    protocol: str
+    metric: str
+    tasks: list[str]  # column keys: task names, or metric keys (auroc@0.2) for a per-task table
+    titles: list[str]  # column titles
+    models: list[str]
+    cells: dict[tuple[str, str], dict]  # (model, column) -> metric record (+ contaminated, p_vs_best)
+    task: Optional[str] = None  # per-task tables (one column per setting, e.g. training fraction)
+    task_title: str = ""
+    avg_p: dict[str, float] = field(default_factory=dict)  # model -> p of its average against the best average
+    # model -> percentile 95% CI of its average: the per-task replicates averaged replicate by replicate
+    # (each task's resamples are drawn independently, so this is the bootstrap of the mean over tasks)
+    avg_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        metric = METRIC_TITLES.get(self.metric, self.metric)
+        if self.task is not None:
+            by = "training fraction" if self.protocol == "label-efficiency" else "setting"
+            return f"{self.task_title or self.task} · {self.protocol} · {metric} by {by}"
+        suffix = " (largest training fraction)" if self.protocol == "label-efficiency" else ""
+        return f"{self.group} · {self.protocol} · {metric}{suffix}"
+
+    @property
+    def has_average(self) -> bool:
+        return self.task is None and len(self.tasks) > 1
+
+    def value(self, model: str, column: str) -> Optional[float]:
+        if column == "avg":
+            return self.average(model)
+        cell = self.cells.get((model, column))
+        if cell is None or cell["value"] is None or math.isnan(cell["value"]):
+            return None
+        return float(cell["value"])
+
+    def average(self, model: str) -> Optional[float]:
+        if not self.has_average:
+            return None
+        values = [self.value(model, t) for t in self.tasks]
+        if any(v is None for v in values):
+            return None  # only complete rows get an average
+        return float(np.mean(values))
+
+    def best(self, column: str) -> Optional[float]:
+        values = [self.value(m, column) for m in self.models]
+        values = [v for v in values if v is not None]
+        return max(values) if values else None
+
+    def is_best(self, model: str, column: str) -> bool:
+        v = self.value(model, column)
+        return v is not None and v == self.best(column)
+
+    def p_vs_best(self, model: str, column: str) -> Optional[float]:
+        if column == "avg":
+            return self.avg_p.get(model)
+        return (self.cells.get((model, column)) or {}).get("p_vs_best")
+
+    def worse(self, model: str, column: str) -> bool:
+        p = self.p_vs_best(model, column)
+        return p is not None and not math.isnan(p) and p < ALPHA and not self.is_best(model, column)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records, metrics, replicates
+# ---------------------------------------------------------------------------------------------
+def load_records(results_dir: Path, rebuild: bool = False) -> list[dict]:
+    records = list(iter_results(results_dir))
+    if rebuild:
+        for r in records:
+            r["metrics"] = recompute_metrics(Path(results_dir), r)
+    return records
+
+
+def recompute_metrics(results_dir: Path, record: dict) -> dict:
+    """Metrics from the stored predictions and bootstrap indices alone."""
+    from dermbench.stats.evaluation import evaluate_result
+    from dermbench.protocols import get_protocol
+
+    predictions = read_predictions(record["_path"])
+    boot = np.load(Path(results_dir) / record["bootstrap"]["path"])
+    return evaluate_result(get_protocol(record["protocol"]), record["kind"], predictions, boot)
+
+
+class ReplicateStore:
+    """Bootstrap replicates of each stored result's metrics, computed once from its predictions and
+    its shared resample file. None where a result has no per-sample replicates (captions, federated)."""
+
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
+        self._cache: dict[str, Optional[dict[str, np.ndarray]]] = {}
+
+    def get(self, record: dict) -> Optional[dict[str, np.ndarray]]:
+        key = record["_path"]
+        if key not in self._cache:
+            self._cache[key] = self._compute(record)
+        return self._cache[key]
+
+    def _compute(self, record: dict) -> Optional[dict[str, np.ndarray]]:
+        from dermbench.stats.evaluation import replicates
+
+        try:
+            predictions = read_predictions(record["_path"])
+            idx = np.load(self.results_dir / record["bootstrap"]["path"])
+        except (OSError, ValueError, KeyError):
+            return None
+        if record.get("protocol") == "label-efficiency":
+            from dermbench.protocols.label_efficiency import fraction_replicates
+
+            return {k: v["replicates"] for k, v in fraction_replicates(predictions, idx).items()}
+        if record.get("kind") not in ("classification", "segmentation") or predictions["sample_id"].duplicated().any():
+            return None
+        if idx.shape[1] != len(predictions):
+            return None
+        return replicates(record["kind"], predictions, idx)
+
+
+def _paired_test() -> Optional[Callable[..., dict]]:
+    try:
+        from dermbench.stats.paired import paired_bootstrap_test
+    except ImportError:  # the comparison module is not part of this installation
+        return None
+    return paired_bootstrap_test
+
+
+def _paired(a: dict, b: dict) -> bool:
+    """Same test set and the same stored resamples: replicate b of one is comparable with replicate b of the other."""
+    return (a.get("split_sha256") == b.get("split_sha256")
+            and (a.get("bootstrap") or {}).get("sha256") == (b.get("bootstrap") or {}).get("sha256"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+def _metric_key_parts(name: str) -> tuple[str, Optional[str]]:
+    return tuple(name.split("@", 1)) if "@" in name else (name, None)  # type: ignore[return-value]
+
+
+def _setting_title(protocol: str, suffix: str) -> str:
+    if protocol == "label-efficiency":
+        try:
+            return f"{100 * float(suffix):g}%"
+        except ValueError:
+            pass
+    return suffix
+
+
+def _setting_order(suffix: str) -> tuple:
+    """Numeric settings (training fractions) by value; federated settings: sites, centralised, local, differences."""
+    try:
+        return (0, float(suffix), suffix)
+    except ValueError:
+        pass
+    head = suffix.split("/", 1)[0]
+    rank = 4 if head.startswith("federated-") else 3 if head == "local" else 2 if head == "centralised" else 1
+    return (rank, float(suffix.count("/")), suffix)
+
+
+def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) -> list[Table]:
+    """All tables; with ``results_dir`` each cell also gets its paired-bootstrap p against the column's best."""
+    tables = []
+    order = {t: i for i, t in enumerate(PAPER_ORDER)}
+    sources: dict[int, dict[tuple[str, str], tuple[dict, str]]] = {}  # id(table) -> (model, column) -> (record, metric key)
+    for group in GROUPS:
+        in_group = [r for r in records if r["task_group"] == group]
+        protocols = sorted({r["protocol"] for r in in_group},
+                           key=lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else 99, p))
+        for protocol in protocols:
+            rows = [r for r in in_group if r["protocol"] == protocol]
+            kind = rows[0]["kind"]
+            plain = sorted({m for r in rows for m in r["metrics"] if "@" not in m})
+            metrics = [m for m in TABLE_METRICS.get(kind, ()) if m in plain] or plain[:4]
+            tasks = sorted({r["task"] for r in rows}, key=lambda t: (order.get(t, 999), t))
+            titles = {r["task"]: r.get("task_title", r["task"]) for r in rows}
+            models = sorted({r["model"] for r in rows})
+            for metric in metrics:
+                cells, src = {}, {}
+                for r in rows:
+                    if metric in r["metrics"]:
+                        cells[(r["model"], r["task"])] = {**r["metrics"][metric], "contaminated": r.get("contaminated", False)}
+                        src[(r["model"], r["task"])] = (r, metric)
+                t = Table(group, protocol, metric, tasks, [titles[x] for x in tasks], models, cells)
+                tables.append(t)
+                sources[id(t)] = src
+            # per-task tables for metrics with a setting: auroc@0.2 ... (label efficiency), one column per setting
+            for task in tasks:
+                task_rows = [r for r in rows if r["task"] == task]
+                keyed = {m for r in task_rows for m in r["metrics"] if "@" in m}
+                if not keyed:
+                    continue
+                for metric in metrics:
+                    columns = sorted({k for k in keyed if _metric_key_parts(k)[0] == metric},
+                                     key=lambda k: _setting_order(_metric_key_parts(k)[1] or ""))
+                    if not columns:
+                        continue
+                    cells, src = {}, {}
+                    for r in task_rows:
+                        for k in columns:
+                            if k in r["metrics"]:
+                                cells[(r["model"], k)] = {**r["metrics"][k], "contaminated": r.get("contaminated", False)}
+                                src[(r["model"], k)] = (r, k)
+                    t = Table(group, protocol, metric, columns,
+                              [_setting_title(protocol, _metric_key_parts(k)[1] or k) for k in columns],
+                              sorted({r["model"] for r in task_rows}), cells, task=task, task_title=titles[task])
+                    tables.append(t)
+                    sources[id(t)] = src
+    if results_dir is not None:
+        test = _paired_test()
+        if test is not None:
+            store = ReplicateStore(Path(results_dir))
+            for t in tables:
+                _add_replicate_statistics(t, sources[id(t)], store, test)
+    return tables
+
+
+def _add_replicate_statistics(table: Table, src: dict[tuple[str, str], tuple[dict, str]], store: ReplicateStore,
+                      test: Callable[..., dict]) -> None:
+    """From each cell's bootstrap replicates: its paired p against the column's best (the † marks), and
+    for the Avg column the same test plus the Avg's own CI (replicates averaged over the datasets)."""
+
+    def reps(model: str, column: str) -> Optional[np.ndarray]:
+        if (model, column) not in src:
+            return None
+        record, key = src[(model, column)]
+        all_reps = store.get(record)
+        return None if all_reps is None or key not in all_reps else np.asarray(all_reps[key], dtype=np.float64)
+
+    for column in table.tasks:
+        best_models = [m for m in table.models if table.is_best(m, column)]
+        if not best_models:
+            continue
+        ref = best_models[0]
+        ref_reps = reps(ref, column)
+        for m in table.models:
+            if (m, column) not in table.cells:
+                continue
+            if m in best_models:
+                table.cells[(m, column)]["p_vs_best"] = None
+                continue
+            mine = reps(m, column)
+            value = table.value(m, column)
+            if mine is None or ref_reps is None or value is None or mine.shape != ref_reps.shape \
+                    or not _paired(src[(m, column)][0], src[(ref, column)][0]):
+                continue
+            table.cells[(m, column)]["p_vs_best"] = float(test(mine, ref_reps, value - table.best(column))["p"])
+    if not table.has_average:
+        return
+
+    def avg_reps(model: str) -> Optional[np.ndarray]:
+        parts = [reps(model, t) for t in table.tasks]
+        if any(p is None for p in parts) or len({p.shape for p in parts}) != 1:
+            return None
+        return np.mean(np.stack(parts), axis=0)
+
+    for m in table.models:
+        mine = avg_reps(m) if table.average(m) is not None else None
+        valid = mine[np.isfinite(mine)] if mine is not None else None
+        if valid is not None and valid.size:
+            table.avg_ci[m] = (float(np.percentile(valid, 100 * ALPHA / 2)), float(np.percentile(valid, 100 * (1 - ALPHA / 2))))
+    best_models = [m for m in table.models if table.is_best(m, "avg")]
+    if not best_models:
+        return
+    ref_reps = avg_reps(best_models[0])
+    for m in table.models:
+        avg = table.average(m)
+        if avg is None or m in best_models or ref_reps is None:
+            continue
+        mine = avg_reps(m)
+        if mine is None or any(not _paired(src[(m, t)][0], src[(best_models[0], t)][0]) for t in table.tasks):
+            continue
+        table.avg_p[m] = float(test(mine, ref_reps, avg - table.best("avg"))["p"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Text formats
+# ---------------------------------------------------------------------------------------------
+def _fmt(v: Optional[float]) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def _cell_text(cell: Optional[dict], dagger: str = " †", ddag: str = " ‡", worse: bool = False) -> str:
+    if cell is None or cell.get("value") is None or math.isnan(cell["value"]):
+        return "—"
+    marks = (dagger if worse else "") + (ddag if cell.get("contaminated") else "")
+    return f"{_fmt(cell['value'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]{marks}"
+
+
+def _avg_text(t: Table, model: str, dagger: str = " †") -> str:
+    avg = t.average(model)
+    if avg is None:
+        return "—"
+    ci = t.avg_ci.get(model)
+    return _fmt(avg) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + (dagger if t.worse(model, "avg") else "")
+
+
+def _columns(t: Table) -> list[str]:
+    return t.titles + (["Avg"] if t.has_average else [])
+
+
+def to_markdown(tables: Sequence[Table], figures: Sequence[str] = ()) -> str:
+    out = ["# Leaderboard", "", LEGEND, ""]
+    for t in tables:
+        columns = _columns(t)
+        out += [f"## {t.title}", "", "| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for m in t.models:
+            cells = []
+            for task in t.tasks:
+                text = _cell_text(t.cells.get((m, task)), worse=t.worse(m, task))
+                cells.append(f"**{text}**" if t.is_best(m, task) else text)
+            if t.has_average:
+                text = _avg_text(t, m)
+                cells.append(f"**{text}**" if t.is_best(m, "avg") else text)
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    if figures:
+        out += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    return "\n".join(out)
+
+
+CSV_COLUMNS = ["group", "protocol", "metric", "table_task", "column", "model", "task", "value", "ci_low", "ci_high",
+               "std", "n_boot_valid", "paper_mu", "paper_v", "paper_mu_minus_v", "paper_mu_plus_v", "repeat_std",
+               "best_in_column", "p_vs_best", "worse_than_best", "contaminated"]
+
+
+def _num(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{float(v):.6f}"
+
+
+def to_csv(tables: Sequence[Table]) -> str:
+    """Long format, one row per (table, model, column). ``ci_low``/``ci_high``: percentile 95% bootstrap CI;
+    ``paper_mu_minus_v``/``paper_mu_plus_v``: the paper's μ ± v (v = bootstrap variance), for comparison only."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for t in tables:
+        head = [t.group, t.protocol, t.metric, t.task or ""]
+        for m in t.models:
+            for col, title in zip(t.tasks, t.titles):
+                task = t.task or col
+                c = t.cells.get((m, col))
+                if c is None:
+                    writer.writerow(head + [col, m, task] + [""] * (len(CSV_COLUMNS) - 7))
+                    continue
+                mu = c.get("boot_mean")
+                v = None if mu is None or c.get("paper_high") is None else c["paper_high"] - mu
+                writer.writerow(head + [col, m, task, _num(c["value"]), _num(c.get("ci_low")), _num(c.get("ci_high")),
+                                        _num(c.get("std")), c.get("n_boot_valid", ""), _num(mu), _num(v),
+                                        _num(c.get("paper_low")), _num(c.get("paper_high")), _num(c.get("repeat_std")),
+                                        int(t.is_best(m, col)), _num(t.p_vs_best(m, col)), int(t.worse(m, col)),
+                                        int(bool(c.get("contaminated")))])
+            if t.has_average:
+                avg, ci = t.average(m), t.avg_ci.get(m, (None, None))
+                writer.writerow(head + ["avg", m, "avg", _num(avg), _num(ci[0]), _num(ci[1])] + [""] * 8 +
+                                [int(t.is_best(m, "avg")), _num(t.p_vs_best(m, "avg")), int(t.worse(m, "avg")), ""])
+    return buf.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    return (text.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
+            .replace("#", "\\#").replace("·", "$\\cdot$").replace("—", "--"))
+
+
+def to_latex(tables: Sequence[Table]) -> str:
+    out = ["% dermbench leaderboard: value [95% percentile bootstrap CI] in percent; best per column in bold;",
+           "% $^\\dagger$ significantly worse than the column's best (paired bootstrap, p < 0.05, uncorrected);",
+           "% -- no result; Avg over complete rows; $^\\ddag$ the backbone saw the task's training images.",
+           "% Needs \\usepackage{booktabs}."]
+    for t in tables:
+        columns = _columns(t)
+        out += ["\\begin{table}[t]", "\\centering", "\\small",
+                f"\\caption{{{_latex_escape(t.title)}}}",
+                "\\begin{tabular}{l" + "c" * len(columns) + "}", "\\toprule",
+                "Model & " + " & ".join(_latex_escape(c) for c in columns) + " \\\\", "\\midrule"]
+        for m in t.models:
+            cells = []
+            for task in t.tasks:
+                text = _cell_text(t.cells.get((m, task)), dagger="$^\\dagger$", ddag="$^\\ddag$", worse=t.worse(m, task))
+                text = "--" if text == "—" else text
+                cells.append(f"\\textbf{{{text}}}" if t.is_best(m, task) else text)
+            if t.has_average:
+                text = _avg_text(t, m, dagger="$^\\dagger$").replace("—", "--")
+                cells.append(f"\\textbf{{{text}}}" if t.is_best(m, "avg") else text)
+            out.append(_latex_escape(m) + " & " + " & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+BEST_ATTR = ' class="best"'
+
+
+def _html_legend() -> str:
+    text = html.escape(LEGEND).replace("**Bold**", "<b>Bold</b>").replace("`dermbench compare`",
+                                                                          "<code>dermbench compare</code>")
+    return f"<p>{text}</p>"
+
+
+def to_html(tables: Sequence[Table], figures: Sequence[tuple[str, bytes]] = (), fairness_html: str = "",
+            sections_html: str = "") -> str:
+    """One self-contained page: inline CSS, figures as SVG data URIs, no scripts, no external requests."""
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dermbench leaderboard</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:center}th{background:#f0f0f0}"
+             "td.best{font-weight:bold;background:#eaf5ea}caption{font-weight:bold;text-align:left;padding:4px 0}"
+             "figure{margin:1em 0 2em 0}figure img{max-width:100%}figcaption{font-size:0.9em;color:#444}</style>",
+             "</head><body><h1>dermbench leaderboard</h1>", _html_legend()]
+    for t in tables:
+        parts.append(f"<table><caption>{html.escape(t.title)}</caption><tr><th>model</th>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in _columns(t)) + "</tr>")
+        for m in t.models:
+            row = [f"<td>{html.escape(m)}</td>"]
+            for task in t.tasks:
+                text = _cell_text(t.cells.get((m, task)), worse=t.worse(m, task))
+                row.append(f"<td{BEST_ATTR if t.is_best(m, task) else ''}>{html.escape(text)}</td>")
+            if t.has_average:
+                text = _avg_text(t, m)
+                row.append(f"<td{BEST_ATTR if t.is_best(m, 'avg') else ''}>{html.escape(text)}</td>")
+            parts.append("<tr>" + "".join(row) + "</tr>")
+        parts.append("</table>")
+    if fairness_html:
+        parts.append(fairness_html)
+    if sections_html:
+        parts.append(sections_html)
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for name, svg in figures:
+            data = base64.b64encode(svg).decode("ascii")
+            parts.append(f"<figure><img alt=\"{html.escape(name)}\" src=\"data:image/svg+xml;base64,{data}\">"
+                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def fairness_to_html(df) -> str:
+    """The fairness tables of :func:`dermbench.report.fairness.format_fairness` as HTML."""
+    from dermbench.report.fairness import format_fairness
+
+    if df is None or df.empty:
+        return ""
+    metric = df.attrs.get("metric") or df["metric"].iloc[0]
+    out = [f"<h2>Fairness: {html.escape(METRIC_TITLES.get(metric, metric))} by subgroup</h2>"]
+    lines = format_fairness(df).split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            out.append(f"<h3>{html.escape(line[3:])}</h3>")
+        elif line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("| "):
+                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" +
+                       "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) +
+                       "</table>")
+            continue
+        elif line.startswith("- "):
+            out.append(f"<p>{html.escape(line)}</p>")
+        elif line.strip() and not line.startswith("Notes"):
+            out.append(f"<p>{html.escape(line)}</p>")
+        i += 1
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in name)
+
+
+def build_figures(records: Sequence[dict], tables: Sequence[Table], fairness_df=None) -> list[tuple[str, bytes]]:
+    """(file name, SVG bytes) of every leaderboard figure, in a fixed order."""
+    from dermbench.report import figures as F
+
+    out: list[tuple[str, bytes]] = []
+    order = {t: i for i, t in enumerate(PAPER_ORDER)}
+    # cross-task heatmaps (Fig. 5d): models × tasks, each task's main metric
+    for protocol in HEATMAP_PROTOCOLS:
+        rows = [r for r in records if r["protocol"] == protocol]
+        if not rows:
+            continue
+        tasks = sorted({r["task"] for r in rows}, key=lambda t: (order.get(t, 999), t))
+        titles = {r["task"]: r.get("task_title", r["task"]) for r in rows}
+        models = sorted({r["model"] for r in rows})
+        values, metric_names = {}, set()
+        for r in rows:
+            main = r.get("main_metric") if r.get("main_metric") in r["metrics"] else MAIN_METRIC.get(r["kind"])
+            if main in r["metrics"]:
+                values[(r["model"], r["task"])] = r["metrics"][main]["value"]
+                metric_names.add(METRIC_TITLES.get(main, main))
+        metric_title = " / ".join(sorted(metric_names)) or "main metric"
+        out.append((f"fig_heatmap_{_safe(protocol)}.svg",
+                    F.heatmap_svg(f"{protocol} · {metric_title}", models, tasks, [titles[t] for t in tasks], values,
+                                  metric_title)))
+    # bars with CI whiskers per task group, main metric of the kind
+    for t in tables:
+        if t.task is not None or t.metric != MAIN_METRIC.get(_kind_of(records, t), t.metric):
+            continue
+        cells = {k: (c["value"], c.get("ci_low", math.nan), c.get("ci_high", math.nan)) for k, c in t.cells.items()}
+        name = f"fig_bars_{_safe(t.group)}_{_safe(t.protocol)}_{_safe(t.metric)}.svg"
+        out.append((name, F.bars_svg(t.title, t.models, t.tasks, t.titles, cells, METRIC_TITLES.get(t.metric, t.metric))))
+    # fairness (Fig. 6a)
+    if fairness_df is not None and not fairness_df.empty:
+        subs = fairness_df[fairness_df["row"] == "subgroup"]
+        for task, attribute in FAIRNESS_FIGURES:
+            part = subs[(subs["task"] == task) & (subs["attribute"] == attribute)]
+            if part.empty:
+                continue
+            protocols = list(dict.fromkeys(part["protocol"]))
+            protocol = "linear" if "linear" in protocols else protocols[0]
+            part = part[part["protocol"] == protocol]
+            groups = list(dict.fromkeys(part["subgroup"]))
+            labels = [f"{part[part['subgroup'] == g]['label'].iloc[0]}\nn={int(part[part['subgroup'] == g]['n'].iloc[0])}"
+                      for g in groups]
+            cells = {(r.model, r.subgroup): (r.value, r.ci_low, r.ci_high) for r in part.itertuples()}
+            metric = part["metric"].iloc[0]
+            title = f"{task} · {protocol} · {METRIC_TITLES.get(metric, metric)} by {attribute.replace('_', ' ')}"
+            out.append((f"fig_fairness_{_safe(task)}_{_safe(protocol)}_{_safe(attribute)}.svg",
+                        F.fairness_svg(title, sorted(set(part["model"])), groups, labels, cells,
+                                       METRIC_TITLES.get(metric, metric))))
+    # label efficiency (Fig. 6c): one panel per task, main metric
+    le = [r for r in records if r["protocol"] == "label-efficiency"]
+    if le:
+        from dermbench.protocols.label_efficiency import split_metric_name
+
+        tasks = sorted({r["task"] for r in le}, key=lambda t: (order.get(t, 999), t))
+        panels = []
+        for task in tasks:
+            series: dict[str, dict[float, tuple[float, float, float]]] = {}
+            fractions: set[float] = set()
+            for r in le:
+                if r["task"] != task:
+                    continue
+                for name, m in r["metrics"].items():
+                    base, f = split_metric_name(name)
+                    if base == "auroc" and f is not None:
+                        series.setdefault(r["model"], {})[f] = (m["value"], m.get("ci_low", math.nan), m.get("ci_high", math.nan))
+                        fractions.add(f)
+            title = next(r.get("task_title", task) for r in le if r["task"] == task)
+            panels.append((title, sorted(fractions), series))
+        out.append(("fig_label_efficiency_auroc.svg",
+                    F.label_efficiency_svg("label efficiency · AUROC (mean over repeats, 95% bootstrap band)", panels,
+                                           sorted({r["model"] for r in le}), "AUROC")))
+    return out
+
+
+def _kind_of(records: Sequence[dict], t: Table) -> str:
+    return next((r["kind"] for r in records if r["task_group"] == t.group and r["protocol"] == t.protocol), "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats: Sequence[str] = ("md",),
+                      rebuild: bool = False, figures: bool = True) -> dict:
+    """Tables from the results store; written to ``out_dir`` in ``formats`` (md, csv, latex, html) if given,
+    with the fairness tables (md, csv) and the figures (SVG) beside them. Returns markdown, tables, paths."""
+    writers = ("md", "csv", "latex", "html")
+    unknown = [f for f in formats if f not in writers]
+    if unknown:
+        raise ValueError(f"unknown leaderboard format(s) {unknown}; available: {', '.join(writers)}")
+    results_dir = Path(results_dir)
+    records = load_records(results_dir, rebuild=rebuild)
+    if not records:
+        raise FileNotFoundError(f"no results under {results_dir}; run `dermbench run ...` first")
+    tables = build_tables(records, results_dir)
+    paths: list[Path] = []
+    if out_dir is None:
+        return {"markdown": to_markdown(tables), "tables": tables, "paths": paths}
+
+    import pandas as pd
+
+    from dermbench.report.fairness import COLUMNS as FAIRNESS_COLUMNS
+    from dermbench.report.fairness import fairness_table, format_fairness
+
+    out_dir = Path(out_dir)
+    # classification subgroups by AUROC, segmentation subgroups by Dice (each kind's main metric)
+    parts = [df for df in (fairness_table(results_dir, metric=m) for m in FAIRNESS_METRICS) if not df.empty]
+    fairness_df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FAIRNESS_COLUMNS)
+    from dermbench.report.sections import build_sections
+
+    sections = build_sections(results_dir, records)
+    figs = build_figures(records, tables, fairness_df) if figures else []
+    if figures:
+        figs += [fig for s in sections for fig in s.figures]
+    markdown = to_markdown(tables, [name for name, _ in figs])
+    for s in sections:
+        if s.in_summary:
+            markdown += "\n" + s.markdown
+    files: list[tuple[str, bytes]] = []
+    for s in sections:
+        if "md" in formats:
+            files.append((f"{s.name}.md", s.markdown.encode("utf-8")))
+        files += s.files
+    if "md" in formats:
+        files.append(("leaderboard.md", markdown.encode("utf-8")))
+        if not fairness_df.empty:
+            text = "\n".join(format_fairness(df) for df in parts)
+            files.append(("fairness.md", ("# Fairness\n\n" + text).encode("utf-8")))
+    if "csv" in formats:
+        files.append(("leaderboard.csv", to_csv(tables).encode("utf-8")))
+        if not fairness_df.empty:
+            buf = io.StringIO()
+            fairness_df.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
+            files.append(("fairness.csv", buf.getvalue().encode("utf-8")))
+    if "latex" in formats:
+        files.append(("leaderboard.tex", to_latex(tables).encode("utf-8")))
+    if "html" in formats:
+        fairness_html = "\n".join(fairness_to_html(df) for df in parts)
+        sections_html = "\n".join(s.html for s in sections if s.html)
+        files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html).encode("utf-8")))
+    files += figs
+    for name, data in files:
+        path = out_dir / name
+        atomic_write_bytes(path, data)
+        paths.append(path)
+    return {"markdown": markdown, "tables": tables, "paths": paths, "fairness": fairness_df, "sections": sections}
+
+
+__all__ = ["Table", "build_tables", "build_figures", "build_leaderboard", "load_records", "recompute_metrics",
+           "to_csv", "to_html", "to_latex", "to_markdown", "ReplicateStore"]

@@ -1,4 +1,0 @@
-"""DermSynth: the embedded synthetic benchmark, in the official layouts of all 20 tasks."""
-from dermbench.synth.layouts import VERSION, ensure_dermsynth, expected_counts, generate, is_dermsynth
-
-__all__ = ["VERSION", "ensure_dermsynth", "expected_counts", "generate", "is_dermsynth"]
