@@ -41,6 +41,7 @@ class TaskCard:
     options: dict[str, Any] = field(default_factory=dict)  # adapter options (label column, image kind...)
     expected: dict[str, Any] = field(default_factory=dict)  # expected counts of the real release
     subgroups: tuple[str, ...] = ()  # sample.groups keys used for fairness analyses
+    transfer: Optional["TransferSpec"] = None  # cross-dataset transfer family (tasks/README.md, "transfer")
     path: Optional[Path] = None
     sha256: str = ""
 
@@ -51,6 +52,43 @@ class TaskCard:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """A task's membership of a transfer family: every pair of member tasks is a transfer pair.
+
+    ``classes``: the family's label space in score order (the last is the positive class for AUROC);
+    ``map``: this task's class -> family class. Classes left out of ``map`` do not take part in transfer.
+    """
+
+    family: str
+    classes: tuple[str, ...]
+    map: dict[str, str]
+
+
+def _parse_transfer(path: Path, d: dict) -> Optional[TransferSpec]:
+    t = d.get("transfer")
+    if t is None:
+        return None
+    where = f"task card {path}: [transfer]"
+    if not isinstance(t, dict) or not isinstance(t.get("family"), str) or not t["family"]:
+        raise ValueError(f"{where} needs family = '<name>' (see tasks/README.md, section transfer)")
+    classes, mapping = t.get("classes"), t.get("map")
+    if not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"{where} needs classes = [...], at least two distinct family class names, got {classes!r}")
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"{where} needs map = {{ <task class> = <family class>, ... }}, got {mapping!r}")
+    own = set(d.get("classes", ()))
+    unknown = [k for k in mapping if k not in own]
+    bad = [v for v in mapping.values() if v not in classes]
+    if unknown or bad:
+        raise ValueError(f"{where}: map keys must be the task's classes {sorted(own)} and values the family classes "
+                         f"{classes}; unknown keys {unknown}, unknown values {bad}")
+    unmapped = [c for c in classes if c not in mapping.values()]
+    if unmapped:
+        raise ValueError(f"{where}: family class(es) {unmapped} receive no class of this task; map one to each")
+    return TransferSpec(family=t["family"], classes=tuple(classes), map=dict(mapping))
 
 
 def task_dirs() -> list[Path]:
@@ -96,6 +134,7 @@ def _parse_card(path: Path) -> TaskCard:
         options=dict(d.get("options", {})),
         expected=dict(d.get("expected", {})),
         subgroups=tuple(d.get("subgroups", ())),
+        transfer=_parse_transfer(path, d),
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
     )
@@ -118,9 +157,28 @@ def load_cards(reload: bool = False) -> dict[str, TaskCard]:
             if card.name in cards:
                 raise ValueError(f"task {card.name!r} defined twice: {cards[card.name].path} and {path}")
             cards[card.name] = card
+    _check_transfer_families(cards)
     order = {g: i for i, g in enumerate(GROUPS)}
     _CACHE = dict(sorted(cards.items(), key=lambda kv: (order[kv[1].group], _paper_order(kv[0]))))
     return _CACHE
+
+
+def _check_transfer_families(cards: dict[str, TaskCard]) -> None:
+    """Every member of a transfer family declares the same family classes, in the same order."""
+    first: dict[str, TaskCard] = {}
+    for card in cards.values():
+        if card.transfer is None:
+            continue
+        ref = first.setdefault(card.transfer.family, card)
+        if ref.transfer.classes != card.transfer.classes:
+            raise ValueError(f"transfer family {card.transfer.family!r}: {card.path} declares classes "
+                             f"{list(card.transfer.classes)} but {ref.path} declares {list(ref.transfer.classes)}; "
+                             "every member must list the same family classes in the same order")
+
+
+def transfer_members(family: str) -> list[TaskCard]:
+    """The task cards of a transfer family, in the benchmark's task order."""
+    return [c for c in load_cards().values() if c.transfer is not None and c.transfer.family == family]
 
 
 # The paper's table order within each group.

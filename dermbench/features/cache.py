@@ -75,15 +75,20 @@ class FeatureCache:
         num_workers: int = 0,
         progress: bool = False,
         desc: str = "features",
+        transform=None,
     ):
         """Features for ``samples`` in order.
 
         kind: 'global' -> array [N, D]; 'tokens' -> array [N, C, h, w]; 'levels' -> list of [N, C_i, h_i, w_i].
         view: 'eval' uses the release's preprocessing; 'seg' resizes (squash) to 224x224 as the
         segmentation protocol prescribes (or the backbone's own input size if it is fixed).
+        transform: an image transform (PIL -> tensor) to use instead of the view's, e.g. a corrupting one
+        (robustness protocol); ``view`` must then name it, since the view is the cache key.
         """
         if kind not in KINDS:
             raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
+        if transform is not None and view in ("eval", "seg"):
+            raise ValueError(f"a custom transform needs its own view name (not {view!r}): the view is part of the cache key")
         view_tag = view if kind != "levels" else f"{view}-" + "_".join(map(str, level_indices or backbone.level_indices))
         fp = backbone.fingerprint()
         shas = [_HASHES(s.image) for s in samples]
@@ -92,14 +97,15 @@ class FeatureCache:
         self.stats["hits"] += len(samples) - len(todo)
         if todo:
             self._compute(backbone, [samples[i] for i in todo], [paths[i] for i in todo], kind, view,
-                          level_indices, batch_size, device, num_workers, progress, desc)
+                          level_indices, batch_size, device, num_workers, progress, desc, transform)
         return self._load(paths, kind)
 
-    def _compute(self, backbone, samples, paths, kind, view, level_indices, batch_size, device, num_workers, progress, desc):
+    def _compute(self, backbone, samples, paths, kind, view, level_indices, batch_size, device, num_workers, progress, desc,
+                 transform=None):
         import torch
         from tqdm.auto import tqdm
 
-        transform = backbone.transform(resize_mode="squash", input_size=seg_input_size(backbone)) if view == "seg" else backbone.transform()
+        transform = transform if transform is not None else backbone.transform(resize_mode="squash", input_size=seg_input_size(backbone)) if view == "seg" else backbone.transform()
         dataset = _ImageDataset([s.image for s in samples], transform)
         # A backbone may cap the batch: SAM's global-attention blocks hold a [B, 12, 4096, 4096] matrix at
         # 1024 px (0.8 GB per image), so batch 32 asks for 25 GB. Features do not depend on the batch size.

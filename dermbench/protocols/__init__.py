@@ -21,6 +21,8 @@ _PROTOCOLS = {
     "caption": "dermbench.protocols.captioning:Captioning",
     "federated": "dermbench.protocols.federated:Federated",
     "label-efficiency": "dermbench.protocols.label_efficiency:LabelEfficiency",
+    "robustness": "dermbench.protocols.robustness:Robustness",
+    "transfer": "dermbench.protocols.transfer:Transfer",
 }
 
 

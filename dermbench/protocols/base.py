@@ -36,6 +36,9 @@ class RunContext:
     config: dict[str, Any]  # this protocol's resolved hyper-parameters (defaults + overrides)
     artifacts_dir: Path  # <output>/<model>/<task>/<protocol>.artifacts/ for figures, masks...
     progress: bool = True
+    # Another task's (data, split) by name, as the runner loads them (the transfer protocol trains on one
+    # task and tests on another); None outside the runner.
+    load_task: Optional[Callable[[str], tuple[TaskData, Split]]] = None
 
     @property
     def train(self) -> list[Sample]:

@@ -228,7 +228,8 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
     paths = result_paths(results_dir, label, card.name, protocol_name)
     ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=features,
                      seed=settings.seed, device=device, config=config, artifacts_dir=paths["artifacts"],
-                     progress=settings.progress)
+                     progress=settings.progress,
+                     load_task=lambda name: (tasks.data(get_card(name)), tasks.split(get_card(name))))
     try:
         out = protocol.run(ctx)
         predictions = as_stored(_with_groups(out.predictions, data))
