@@ -71,6 +71,8 @@ class Robustness(Protocol):
     name = "robustness"
     kind = "classification"
     defaults = {**LINEAR_DEFAULTS, "corruptions": "all", "severities": "1,2,3,4,5"}
+    requires = ("medmnistc", "cv2")
+    extra = "robustness"
 
     def data_defaults(self, data) -> dict[str, Any]:
         from dermbench.data.synth import is_dermsynth

@@ -43,6 +43,10 @@ SEG_DEFAULTS: dict[str, Any] = {
     "save_masks": False,  # predicted masks as PNG (0/255) under <artifacts>/masks/, with index.csv
     "num_figure_images": 4,  # test images in contours.png (0: no figure)
     "batch_size_features": 16,  # feature extraction (frozen backbone), not training
+    # Boundary metrics (dermbench.stats.boundary), at each mask's original resolution whatever score_at says:
+    # hd95, normalised surface Dice at this tolerance in original pixels, ISIC 2018's thresholded Jaccard.
+    "boundary_metrics": True,
+    "surface_dice_tolerance": 5.0,
 }
 LINEAR_SEG_DEFAULTS: dict[str, Any] = {**SEG_DEFAULTS, "dropout": 0.1}
 DERMSYNTH_UPERNET_CHANNELS = 128
@@ -243,6 +247,9 @@ class _SegmentationProtocol(Protocol):
                     logit = F.interpolate(raw[j : j + 1], size=truth.shape, mode="bilinear", align_corners=False)[0]
                     pred = (logit[1] > logit[0]).cpu().numpy()
                     rows.append({"sample_id": sample.id, **mask_scores(pred, truth)})
+                    if cfg["boundary_metrics"]:
+                        rows[-1].update(_boundary_row(raw[j : j + 1], sample, truth, pred, score_at,
+                                                      float(cfg["surface_dice_tolerance"])))
                     if writer is not None:
                         writer.add(sample.id, pred)
                     if len(figure_items) < n_figure:
@@ -257,7 +264,9 @@ class _SegmentationProtocol(Protocol):
         if writer is not None:
             artifacts.append(f"{ctx.artifacts_dir.name}/masks/index.csv")
             writer.close()
-        predictions = pd.DataFrame(rows, columns=["sample_id", "dice", "jaccard", "tp", "fp", "fn", "tn"])
+        columns = ["sample_id", "dice", "jaccard", "tp", "fp", "fn", "tn"]
+        columns += list(BOUNDARY_COLUMNS) if cfg["boundary_metrics"] else []
+        predictions = pd.DataFrame(rows, columns=columns)
         return ProtocolOutput(
             predictions=predictions, kind=self.kind, n_train=len(train), n_test=len(test),
             info={
@@ -272,6 +281,7 @@ class _SegmentationProtocol(Protocol):
                 "empty_masks": EMPTY_RULE,
                 "n_test_empty_truth": int(sum(r["tp"] + r["fn"] == 0 for r in rows)),
                 "augmentation": "none (cached frozen features, as the official code)",
+                **(_boundary_info(rows, float(cfg["surface_dice_tolerance"])) if cfg["boundary_metrics"] else {}),
             },
             artifacts=artifacts,
         )
@@ -282,6 +292,34 @@ class _SegmentationProtocol(Protocol):
 
         maps = [torch.as_tensor(f[idx], dtype=torch.float32).to(device) for f in feats]
         return maps[0] if len(maps) == 1 else maps
+
+
+BOUNDARY_COLUMNS = ("hd95", "surface_dice", "threshold_jaccard")
+
+
+def _boundary_row(raw_logits, sample: Sample, truth: np.ndarray, pred: np.ndarray, score_at: str,
+                  tolerance: float) -> dict[str, float]:
+    """hd95, surface Dice and ISIC 2018's thresholded Jaccard of one image at its mask's original size
+    (the logits are upsampled there unless the image was already scored there)."""
+    import torch.nn.functional as F
+
+    from dermbench.stats.boundary import boundary_scores, jaccard_of, threshold_jaccard
+
+    if score_at != "original":
+        truth = load_mask(sample, None)
+        logit = F.interpolate(raw_logits, size=truth.shape, mode="bilinear", align_corners=False)[0]
+        pred = (logit[1] > logit[0]).cpu().numpy()
+    return {**boundary_scores(pred, truth, tolerance), "threshold_jaccard": threshold_jaccard(jaccard_of(pred, truth))}
+
+
+def _boundary_info(rows: list[dict], tolerance: float) -> dict[str, Any]:
+    from dermbench.stats.boundary import EMPTY_RULE_BOUNDARY, ISIC2018_JACCARD_THRESHOLD
+
+    return {"boundary_metrics": {
+        "resolution": "each mask's original size", "surface_dice_tolerance_px": tolerance,
+        "threshold_jaccard_threshold": ISIC2018_JACCARD_THRESHOLD, "empty_masks": EMPTY_RULE_BOUNDARY,
+        "n_test_hd95_undefined": int(sum(not np.isfinite(r["hd95"]) for r in rows)),
+        "implementation": "MONAI compute_hausdorff_distance(percentile=95), compute_surface_dice"}}
 
 
 class LinearSegmentation(_SegmentationProtocol):

@@ -243,7 +243,7 @@ def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) ->
             for task in tasks:
                 task_rows = [r for r in rows if r["task"] == task]
                 keyed = {m for r in task_rows for m in r["metrics"] if "@" in m}
-                if not keyed:
+                if not keyed or protocol == "robustness":  # corruption x severity: its own section (report/robustness.py)
                     continue
                 for metric in metrics:
                     columns = sorted({k for k in keyed if _metric_key_parts(k)[0] == metric},

@@ -26,7 +26,11 @@ class Section:
 
 
 # "module:function" of every section builder, in page order.
-BUILDERS: list[str] = []
+BUILDERS: list[str] = [
+    "dermbench.report.robustness:build_robustness",
+    "dermbench.report.robustness:build_transfer",
+    "dermbench.report.robustness:build_boundary",
+]
 
 
 def builders() -> list[Callable[[Path, Sequence[dict]], Optional[Section]]]:

@@ -6,6 +6,8 @@ indices, it returns ``{metric: {value, ci_low, ci_high, std, boot_mean, paper_lo
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -51,7 +53,24 @@ def _segmentation_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict
         pixel_acc = (tp + tn) / total
         iou_lesion = tp / (tp + fp + fn)
         iou_background = tn / (tn + fn + fp)
-    return {"dice": dice, "jaccard": jac, "pixel_accuracy": pixel_acc, "miou": (iou_lesion + iou_background) / 2}
+    out = {"dice": dice, "jaccard": jac, "pixel_accuracy": pixel_acc, "miou": (iou_lesion + iou_background) / 2}
+    out.update(_boundary_replicates(predictions, idx))
+    return out
+
+
+def _boundary_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Means over images of the per-image boundary columns (dermbench.stats.boundary), where stored.
+    hd95 is undefined (NaN) when exactly one of the masks is empty: its mean is over the images where
+    it is defined (the protocol's info counts the others)."""
+    out = {}
+    if "hd95" in predictions.columns:
+        with warnings.catch_warnings():  # a replicate drawing only undefined images is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["hd95"] = np.nanmean(predictions["hd95"].to_numpy(np.float64)[idx], axis=1)
+    for col in ("surface_dice", "threshold_jaccard"):
+        if col in predictions.columns:
+            out[col] = predictions[col].to_numpy(np.float64)[idx].mean(axis=1)
+    return out
 
 
 def evaluate(kind: str, predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
