@@ -183,7 +183,8 @@ def test_linear_head_learns_lesion_and_scores_match_saved_masks(tmp_path, lesion
     assert protocol.kind == "segmentation" and protocol.defaults["dropout"] == 0.1
     ctx = make_ctx(tmp_path, protocol, ColourBackbone(), lesions, save_masks=True, **FAST)
     out = protocol.run(ctx)
-    assert list(out.predictions.columns) == ["sample_id", "dice", "jaccard", "tp", "fp", "fn", "tn"]
+    assert list(out.predictions.columns) == ["sample_id", "dice", "jaccard", "tp", "fp", "fn", "tn",
+                                             "hd95", "surface_dice", "threshold_jaccard"]  # boundary: test_boundary.py
     assert out.predictions["sample_id"].tolist() == [s.id for s in ctx.test]
     assert (out.n_train, out.n_test, out.kind) == (12, 12, "segmentation")
     assert out.predictions["dice"].mean() > 0.9
