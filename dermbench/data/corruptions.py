@@ -10,6 +10,9 @@ Corruptions are applied to the image *as the model sees it*: after the backbone'
 before tensor conversion and normalisation (the robustness protocol splits the transform there).
 That is the convention of ImageNet-C and MedMNIST-C (224x224 images), so pixel-sized parameters
 (blur radii, text size, hair width) mean the same thing for every dataset whatever its resolution.
+Those parameters are for a 224-pixel image: for another input size the blur radii and stroke widths
+scale with the short side, and medmnistc's text and bubbles (drawn in absolute pixels) are drawn on a
+224x224 copy whose change is resized onto the image.
 
 Sources (``Corruption.source``):
 
@@ -51,6 +54,9 @@ class Corruption:
     params: tuple  # one parameter per severity 1..5
     description: str
     apply: Callable[[Any, Any, np.random.Generator], np.ndarray]  # (PIL image, parameter, rng) -> uint8 HxWx3
+    # True: the random draws do not depend on the severity (the same dermoscope cast, blur angle, ruler edge
+    # at growing strength), so the severities of one image form a monotone series.
+    same_draws_across_severities: bool = False
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -95,6 +101,32 @@ def _medmnistc(class_name: str, module: str):
     return apply
 
 
+REFERENCE_SIZE = 224
+
+
+def _scale(img) -> float:
+    """Short side relative to the 224-pixel reference of the pixel-sized parameters."""
+    return min(img.size) / REFERENCE_SIZE
+
+
+def _at_reference_size(apply):
+    """Run an overlay drawn in absolute pixels (medmnistc's text, bubbles) at 224x224 and add its change
+    to the image at the image's own size (bilinear), so it covers the same fraction of any image."""
+
+    def wrapped(img, param, rng):
+        from PIL import Image
+
+        if img.size == (REFERENCE_SIZE, REFERENCE_SIZE):
+            return apply(img, param, rng)
+        small = img.resize((REFERENCE_SIZE, REFERENCE_SIZE), Image.BILINEAR)
+        delta = np.asarray(apply(small, param, rng), dtype=np.float32) - np.asarray(small, dtype=np.float32)
+        channels = [np.asarray(Image.fromarray(delta[..., c], mode="F").resize(img.size, Image.BILINEAR)) for c in range(3)]
+        out = np.asarray(img, dtype=np.float32) + np.stack(channels, axis=-1)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    return wrapped
+
+
 def _float(img) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
@@ -119,6 +151,7 @@ def _defocus_blur(img, param, rng):
     import cv2
 
     radius, alias = param
+    radius = radius * _scale(img)
     return _uint8(cv2.filter2D(_float(img), -1, _disk_kernel(radius, alias), borderType=cv2.BORDER_REFLECT))
 
 
@@ -127,7 +160,7 @@ def _motion_blur(img, param, rng):
     radius, at a random angle in [-45, 45] degrees."""
     import cv2
 
-    radius, sigma = param
+    radius, sigma = max(round(param[0] * _scale(img)), 1), max(param[1] * _scale(img), 0.5)
     size = 2 * int(radius) + 1
     kernel = np.zeros((size, size), np.float32)
     angle = np.deg2rad(rng.uniform(-45.0, 45.0))
@@ -202,7 +235,7 @@ def _hair(img, param, rng):
     h, w = x.shape[:2]
     for _ in range(int(count)):
         colour = tuple(int(v) for v in rng.integers(10, 60) * np.array([1.0, 0.85, 0.7]))
-        thickness = int(rng.integers(1, int(max_width) + 1))
+        thickness = max(round(int(rng.integers(1, int(max_width) + 1)) * _scale(img)), 1)
         pts = _curve(rng, h, w, length=rng.uniform(0.3, 0.9) * max(h, w))
         cv2.polylines(x, [pts], isClosed=False, color=colour, thickness=thickness, lineType=cv2.LINE_AA)
     return x
@@ -213,6 +246,7 @@ def _ink_marks(img, param, rng):
     import cv2
 
     strokes, thickness, opacity = param
+    thickness = max(round(thickness * _scale(img)), 1)
     x = np.asarray(img, dtype=np.uint8)
     h, w = x.shape[:2]
     overlay = x.copy()
@@ -242,8 +276,8 @@ def _colour_cast(img, strength, rng):
 
 # --- the registry ----------------------------------------------------------------------------
 
-def _c(name, family, source, params, description, apply) -> Corruption:
-    return Corruption(name, family, source, tuple(params), description, apply)
+def _c(name, family, source, params, description, apply, same_draws=False) -> Corruption:
+    return Corruption(name, family, source, tuple(params), description, apply, same_draws)
 
 
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in [
@@ -253,7 +287,8 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in [
     _c("defocus_blur", "generic", "dermbench", [(4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)],
        "disk kernel (radius px, alias blur); medmnistc's parameters", _defocus_blur),
     _c("motion_blur", "generic", "dermbench", [(10, 5), (15, 5), (15, 8), (15, 12), (20, 15)],
-       "one-sided Gaussian line kernel (radius px, sigma), random angle; medmnistc's parameters", _motion_blur),
+       "one-sided Gaussian line kernel (radius px, sigma), random angle; medmnistc's parameters", _motion_blur,
+       True),
     _c("jpeg_compression", "generic", "medmnistc", [30, 20, 15, 10, 7],
        "JPEG re-encoding at this quality", _medmnistc("JPEGCompression", "compression")),
     _c("pixelate", "generic", "medmnistc", [0.7, 0.5, 0.4, 0.3, 0.25],
@@ -271,20 +306,21 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in [
        "dermoscope field stop: black outside a centred circle of radius x (half the short side)",
        _medmnistc("BlackCorner", "microscopy")),
     _c("vignetting", "dermatology", "dermbench", [0.15, 0.3, 0.45, 0.6, 0.75],
-       "radial illumination fall-off, brightness x (1 - s r^2)", _vignetting),
+       "radial illumination fall-off, brightness x (1 - s r^2)", _vignetting, True),
     _c("characters", "dermatology", "medmnistc", [(1, 6, 0.14), (2, 7, 0.15), (3, 8, 0.16), (4, 9, 0.17), (6, 10, 0.18)],
-       "overlaid random text (max words, max letters, max font scale)", _medmnistc("Characters", "microscopy")),
+       "overlaid random text (max words, max letters, max font scale)",
+       _at_reference_size(_medmnistc("Characters", "microscopy"))),
     _c("ruler", "dermatology", "dermbench", [(0.06, 0.5), (0.08, 0.65), (0.10, 0.8), (0.12, 0.9), (0.15, 1.0)],
-       "measurement ruler along an edge (band width / short side, opacity)", _ruler),
+       "measurement ruler along an edge (band width / short side, opacity)", _ruler, True),
     _c("hair", "dermatology", "dermbench", [(2, 1), (5, 1), (9, 2), (14, 2), (20, 3)],
        "dark curved hairs (count, max width px)", _hair),
     _c("ink_marks", "dermatology", "dermbench", [(1, 2, 0.5), (2, 2, 0.6), (3, 3, 0.7), (4, 3, 0.8), (6, 4, 0.9)],
        "surgical-marker strokes (strokes, width px, opacity)", _ink_marks),
     _c("gel_bubbles", "dermatology", "medmnistc", [(7, 15), (10, 15), (12, 15), (15, 20), (17, 25)],
        "air bubbles in the immersion gel: translucent white discs (max radius px, max count); medmnistc Bubble",
-       _medmnistc("Bubble", "microscopy")),
+       _at_reference_size(_medmnistc("Bubble", "microscopy"))),
     _c("colour_cast", "dermatology", "dermbench", [0.2, 0.4, 0.6, 0.8, 1.0],
-       "white-balance shift towards a dermoscope's cast (warm, cool, green, magenta)", _colour_cast),
+       "white-balance shift towards a dermoscope's cast (warm, cool, green, magenta)", _colour_cast, True),
 ]}
 
 
@@ -334,7 +370,8 @@ def corrupt(image, name: str, severity: int, seed: int = 0):
         raise ValueError(f"corruption severity must be 0..5, got {severity}")
     c = CORRUPTIONS[name]
     rgb = image.convert("RGB") if image.mode != "RGB" else image
-    rng = np.random.default_rng(corruption_seed(name, severity, seed, image_key(rgb)))
+    draw_severity = 0 if c.same_draws_across_severities else severity
+    rng = np.random.default_rng(corruption_seed(name, draw_severity, seed, image_key(rgb)))
     out = np.asarray(c.apply(rgb, c.params[severity - 1], rng), dtype=np.uint8)
     if out.ndim == 2:
         out = np.stack([out] * 3, axis=-1)
