@@ -24,8 +24,9 @@ Sources (``Corruption.source``):
   both and restores the caller's state afterwards.
 - ``dermbench``: written here because medmnistc lacks them or cannot import them -- defocus_blur and
   motion_blur (medmnistc's ``filter`` module needs the ImageMagick shared library at import time; these
-  use medmnistc's dermamnist parameters with OpenCV kernels), vignetting, ruler, hair, ink_marks,
-  colour_cast.
+  use medmnistc's dermamnist parameters with OpenCV kernels), vignetting, text_overlay (device
+  annotations, larger than medmnistc's ``characters``, which stays for comparability with MedMNIST-C),
+  ruler, hair, ink_marks, colour_cast.
 
 ``black_corner``: medmnistc's dermamnist table lists radius multipliers 1.10, 1.05, 1.00, 0.90, 0.95
 (severity 5 milder than 4); we use the same values in increasing order (..., 0.95, 0.90).
@@ -214,6 +215,29 @@ def _ruler(img, param, rng):
     return cv2.addWeighted(overlay, opacity, x, 1.0 - opacity, 0.0)
 
 
+def _text_overlay(img, param, rng):
+    """Device annotations burnt into the image: patient-ID / date / magnification lines in a corner or across
+    the lesion, white or yellow with a dark outline (font size relative to the image)."""
+    import cv2
+
+    lines, font_scale = param
+    x = np.asarray(img, dtype=np.uint8).copy()
+    h, w = x.shape[:2]
+    scale = font_scale * _scale(img)
+    thickness = max(round(1.2 * _scale(img)), 1)
+    colour = [(255, 255, 255), (255, 230, 40)][int(rng.integers(0, 2))]
+    for _ in range(int(lines)):
+        kind = int(rng.integers(0, 3))
+        text = (f"ID {int(rng.integers(1000, 99999))}" if kind == 0 else
+                f"20{int(rng.integers(10, 25))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}" if kind == 1
+                else f"x{int(rng.choice([10, 20, 30, 40]))}")
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        org = (int(rng.uniform(2, max(w - tw - 2, 3))), int(rng.uniform(th + 2, h - 2)))
+        cv2.putText(x, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), thickness + 2, cv2.LINE_AA)
+        cv2.putText(x, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+    return x
+
+
 def _curve(rng, h: int, w: int, length: float, points: int = 12) -> np.ndarray:
     """A smooth random curve (a random walk with a slowly turning direction) as int32 points."""
     start = np.array([rng.uniform(0, w), rng.uniform(0, h)])
@@ -310,6 +334,8 @@ CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in [
     _c("characters", "dermatology", "medmnistc", [(1, 6, 0.14), (2, 7, 0.15), (3, 8, 0.16), (4, 9, 0.17), (6, 10, 0.18)],
        "overlaid random text (max words, max letters, max font scale)",
        _at_reference_size(_medmnistc("Characters", "microscopy"))),
+    _c("text_overlay", "dermatology", "dermbench", [(1, 0.35), (2, 0.45), (3, 0.55), (4, 0.65), (6, 0.8)],
+       "device annotations (ID, date, magnification): lines, font scale at 224 px", _text_overlay),
     _c("ruler", "dermatology", "dermbench", [(0.06, 0.5), (0.08, 0.65), (0.10, 0.8), (0.12, 0.9), (0.15, 1.0)],
        "measurement ruler along an edge (band width / short side, opacity)", _ruler, True),
     _c("hair", "dermatology", "dermbench", [(2, 1), (5, 1), (9, 2), (14, 2), (20, 3)],

@@ -9,7 +9,7 @@ implementation version), so corrupted features are computed once and never confu
 The corruption seed is the run seed.
 
 Settings: ``corruptions`` ('all' | 'generic' | 'dermatology' | names), ``severities`` (default 1..5),
-plus the linear probe's. On DermSynth (the CPU-scale demo) the default is a subset of six corruptions
+plus the linear probe's. On DermSynth (the CPU-scale demo) the default is a subset of four corruptions
 (recorded in the result's settings); ``--set robustness.corruptions=all`` runs every one.
 
 Predictions: blocks ``corruption, severity`` + the classification columns, the clean block first
@@ -36,8 +36,8 @@ from dermbench.protocols.linear_probe import LINEAR_DEFAULTS, predict_proba, tra
 
 METRICS = ("auroc", "f1", "accuracy", "balanced_accuracy")
 CLEAN = "clean"
-# The DermSynth demo runs on two CPU cores: six corruptions (three generic, three dermatology) by default.
-DERMSYNTH_CORRUPTIONS = "gaussian_noise,defocus_blur,jpeg_compression,black_corner,hair,colour_cast"
+# The DermSynth demo runs on two CPU cores: four corruptions (two generic, two dermatology) by default.
+DERMSYNTH_CORRUPTIONS = "gaussian_noise,defocus_blur,black_corner,hair"
 
 
 def corrupting_transform(backbone, corruption: str, severity: int, seed: int):
@@ -73,6 +73,9 @@ class Robustness(Protocol):
     defaults = {**LINEAR_DEFAULTS, "corruptions": "all", "severities": "1,2,3,4,5"}
     requires = ("medmnistc", "cv2")
     extra = "robustness"
+
+    def accepts(self, card) -> bool:
+        return card.is_classification  # any classification task when asked for by name (--protocol robustness)
 
     def data_defaults(self, data) -> dict[str, Any]:
         from dermbench.data.synth import is_dermsynth

@@ -143,4 +143,4 @@ def test_settings_are_checked_and_dermsynth_runs_a_recorded_subset():
         protocol.resolve_config({"severities": "0,1"})
     cfg = protocol.resolve_config({"corruptions": "dermatology"})
     assert "hair" in cfg["corruptions"] and "gaussian_noise" not in cfg["corruptions"] and cfg["severities"] == [1, 2, 3, 4, 5]
-    assert len(protocol.resolve_config({})["corruptions"]) == 17
+    assert len(protocol.resolve_config({})["corruptions"]) == 18
