@@ -123,6 +123,9 @@ class Robustness(Protocol):
     def evaluate(self, predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
         return evaluate_robustness(predictions, boot_idx)
 
+    def metric_replicates(self, predictions: pd.DataFrame, idx: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+        return robustness_replicates(predictions, idx)
+
 
 def _block(ctx: RunContext, proba: np.ndarray, corruption: str, severity: int) -> pd.DataFrame:
     table = predictions_table(ctx, proba, proba.argmax(axis=1))
@@ -157,32 +160,36 @@ def block_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict[tuple[s
     return out
 
 
-def evaluate_robustness(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
-    from dermbench.stats.bootstrap import summarise
-
-    blocks = block_replicates(predictions, boot_idx)
+def robustness_replicates(predictions: pd.DataFrame, idx: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    """Every metric of :func:`evaluate_robustness` as (value on the full test set, replicates on the rows of
+    ``idx``); the leaderboard's and ``compare``'s paired tests use the replicates."""
+    blocks = block_replicates(predictions, idx)
     clean = blocks[(CLEAN, 0)]
-    out: dict[str, dict] = {m: summarise(*clean[m]) for m in METRICS}
-    rel_all: dict[str, list] = {m: [] for m in METRICS}
-    by_corruption: dict[str, list] = {}
+    out: dict[str, tuple[float, np.ndarray]] = {m: clean[m] for m in METRICS}
+    by_corruption: dict[str, list[int]] = {}
     for (corruption, severity) in blocks:
         if corruption != CLEAN:
             by_corruption.setdefault(corruption, []).append(severity)
+    rel_all: dict[str, list] = {m: [] for m in METRICS}
     for corruption, severities in by_corruption.items():
         for m in METRICS:
             c_value, c_reps = clean[m]
-            rel_values, rel_reps = [], []
+            rel = []
             for s in severities:
                 value, reps = blocks[(corruption, s)][m]
-                out[metric_name(m, corruption, s)] = summarise(value, reps)
-                out[metric_name(f"{m}_delta", corruption, s)] = summarise(value - c_value, reps - c_reps)
+                out[metric_name(m, corruption, s)] = (value, reps)
+                out[metric_name(f"{m}_delta", corruption, s)] = (value - c_value, reps - c_reps)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    rel_values.append((c_value - value) / c_value if c_value else np.nan)
-                    rel_reps.append((c_reps - reps) / c_reps)
-            out[f"{m}_rel_drop@{corruption}"] = summarise(float(np.mean(rel_values)), np.mean(rel_reps, axis=0))
-            rel_all[m] += list(zip(rel_values, rel_reps))
+                    rel.append(((c_value - value) / c_value if c_value else np.nan, (c_reps - reps) / c_reps))
+            out[f"{m}_rel_drop@{corruption}"] = (float(np.mean([v for v, _ in rel])), np.mean([r for _, r in rel], axis=0))
+            rel_all[m] += rel
     for m in METRICS:
         if rel_all[m]:
-            values, reps = zip(*rel_all[m])
-            out[f"{m}_rel_drop"] = summarise(float(np.mean(values)), np.mean(reps, axis=0))
+            out[f"{m}_rel_drop"] = (float(np.mean([v for v, _ in rel_all[m]])), np.mean([r for _, r in rel_all[m]], axis=0))
     return out
+
+
+def evaluate_robustness(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
+    from dermbench.stats.bootstrap import summarise
+
+    return {name: summarise(value, reps) for name, (value, reps) in robustness_replicates(predictions, boot_idx).items()}

@@ -126,6 +126,9 @@ class Transfer(Protocol):
     def evaluate(self, predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
         return evaluate_transfer(predictions, boot_idx)
 
+    def metric_replicates(self, predictions: pd.DataFrame, idx: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+        return transfer_replicates(predictions, idx)
+
 
 def mapped_resamples(label: np.ndarray, boot_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows of mapped test images, resamples re-indexed into those rows).
@@ -145,9 +148,10 @@ def mapped_resamples(label: np.ndarray, boot_idx: np.ndarray) -> tuple[np.ndarra
     return mapped, position[boot_idx[keep]].reshape(boot_idx.shape[0], int(counts[0]))
 
 
-def evaluate_transfer(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
+def transfer_replicates(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, tuple[float, np.ndarray]]:
+    """Every metric of :func:`evaluate_transfer` as (value on the full test set, replicates on the rows of
+    ``boot_idx``); the leaderboard's and ``compare``'s paired tests use the replicates."""
     from dermbench.stats import metrics as M
-    from dermbench.stats.bootstrap import summarise
     from dermbench.stats.evaluation import classification_arrays
 
     sources = list(dict.fromkeys(predictions["source"]))
@@ -162,16 +166,21 @@ def evaluate_transfer(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[s
         reps = M.classification_replicates(y, pred, scores, idx)
         results[source] = {m: (float(point[m][0]), reps[m]) for m in METRICS}
     in_domain = sources[0]
-    out: dict[str, dict] = {}
+    out: dict[str, tuple[float, np.ndarray]] = {}
     for source, r in results.items():
         for m in METRICS:
-            out[f"{m}@{source}"] = summarise(*r[m])
+            out[f"{m}@{source}"] = r[m]
             if source != in_domain:
                 d_value, d_reps = results[in_domain][m]
-                out[f"{m}_drop@{source}"] = summarise(d_value - r[m][0], d_reps - r[m][1])
+                out[f"{m}_drop@{source}"] = (d_value - r[m][0], d_reps - r[m][1])
     others = [s for s in sources if s != in_domain]
     for m in METRICS:
-        out[m] = summarise(float(np.mean([results[s][m][0] for s in others])),
-                           np.mean([results[s][m][1] for s in others], axis=0))
-        out[f"{m}_in_domain"] = out[f"{m}@{in_domain}"]
+        out[m] = (float(np.mean([results[s][m][0] for s in others])), np.mean([results[s][m][1] for s in others], axis=0))
+        out[f"{m}_in_domain"] = results[in_domain][m]
     return out
+
+
+def evaluate_transfer(predictions: pd.DataFrame, boot_idx: np.ndarray) -> dict[str, dict]:
+    from dermbench.stats.bootstrap import summarise
+
+    return {name: summarise(value, reps) for name, (value, reps) in transfer_replicates(predictions, boot_idx).items()}

@@ -36,6 +36,8 @@ SEGMENTATION_METRICS = ("dice", "jaccard", "pixel_accuracy", "miou")
 PER_IMAGE_SEGMENTATION = ("dice", "jaccard")  # stored per image: Wilcoxon applies
 _CAPTION_TEXT_COLUMNS = ("sample_id", "reference", "generated")
 LABEL_EFFICIENCY = "label-efficiency"
+# Protocols whose predictions hold one block per setting (each block lists the test set once)
+MULTI_BLOCK = (LABEL_EFFICIENCY, "robustness", "transfer")
 
 COLUMNS = ["task", "protocol", "kind", "metric", "n_test", "n_boot", "value_a", "value_b", "diff", "ci_low", "ci_high",
            "p_boot", "p_delong", "p_mcnemar", "p_wilcoxon", "p_ttest_paper",
@@ -99,7 +101,7 @@ def model_label(record: dict) -> str:
 def _test_ids(record: dict, predictions: pd.DataFrame) -> list[str]:
     """The test samples in the split's order: label efficiency stores one block per (fraction, repeat)."""
     ids = predictions["sample_id"].astype(str)
-    if record.get("protocol") == LABEL_EFFICIENCY:
+    if record.get("protocol") in MULTI_BLOCK:
         ids = ids.drop_duplicates(keep="first")
     return ids.tolist()
 
@@ -120,8 +122,8 @@ def _check_paired(ra: dict, rb: dict, pa: pd.DataFrame, pb: pd.DataFrame) -> Non
         raise ComparisonError(f"{ra['task']} · {ra['protocol']}: results of different kinds ({ra.get('kind')} vs "
                               f"{rb.get('kind')}): {where}")
     if "label" in pa.columns and "label" in pb.columns:
-        la = pa.drop_duplicates("sample_id")["label"].to_numpy() if ra.get("protocol") == LABEL_EFFICIENCY else pa["label"].to_numpy()
-        lb = pb.drop_duplicates("sample_id")["label"].to_numpy() if rb.get("protocol") == LABEL_EFFICIENCY else pb["label"].to_numpy()
+        la = pa.drop_duplicates("sample_id")["label"].to_numpy() if ra.get("protocol") in MULTI_BLOCK else pa["label"].to_numpy()
+        lb = pb.drop_duplicates("sample_id")["label"].to_numpy() if rb.get("protocol") in MULTI_BLOCK else pb["label"].to_numpy()
         if not np.array_equal(la, lb):
             raise ComparisonError(f"{ra['task']} · {ra['protocol']}: same samples but different labels: {where}")
 
@@ -177,6 +179,17 @@ def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc") -
         except KeyError:
             point_a, point_b = stored_values()
             notes.append(f"{name} is not in both label-efficiency results: values only")
+    elif ra["protocol"] in ("robustness", "transfer"):  # the protocol's own replicates of each block's metrics
+        from dermbench.protocols import get_protocol
+
+        idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
+        hook = get_protocol(ra["protocol"]).metric_replicates
+        ha, hb = hook(pa, idx), hook(pb, idx)
+        if name in ha and name in hb:
+            (point_a, rep_a), (point_b, rep_b) = ha[name], hb[name]
+        else:
+            point_a, point_b = stored_values()
+            notes.append(f"{name} is not in both {ra['protocol']} results: values only")
     elif kind in ("classification", "segmentation") and name in (CLASSIFICATION_METRICS + SEGMENTATION_METRICS):
         idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
         point_a = replicates(kind, pa, full_index(n_test))[name][0]

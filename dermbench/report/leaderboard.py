@@ -165,11 +165,21 @@ class ReplicateStore:
             from dermbench.protocols.label_efficiency import fraction_replicates
 
             return {k: v["replicates"] for k, v in fraction_replicates(predictions, idx).items()}
+        hook = _metric_replicates_hook(record.get("protocol"))
+        if hook is not None:  # several prediction blocks per test image (robustness, transfer)
+            return {k: reps for k, (_value, reps) in hook(predictions, idx).items()}
         if record.get("kind") not in ("classification", "segmentation") or predictions["sample_id"].duplicated().any():
             return None
         if idx.shape[1] != len(predictions):
             return None
         return replicates(record["kind"], predictions, idx)
+
+
+def _metric_replicates_hook(protocol: Optional[str]):
+    """A protocol's own ``metric_replicates(predictions, idx) -> {name: (value, replicates)}``, if it has one."""
+    from dermbench.protocols import get_protocol, names
+
+    return getattr(get_protocol(protocol), "metric_replicates", None) if protocol in names() else None
 
 
 def _paired_test() -> Optional[Callable[..., dict]]:

@@ -49,7 +49,7 @@ MIN_SAMPLES = 10
 CLASSIFICATION_METRICS = ("auroc", "f1", "accuracy", "balanced_accuracy")
 SEGMENTATION_METRICS = ("dice", "jaccard")
 # Per-sample predictions only: label-efficiency and federated results hold several blocks per test image.
-EXCLUDED_PROTOCOLS = ("label-efficiency", "federated")
+EXCLUDED_PROTOCOLS = ("label-efficiency", "federated", "robustness", "transfer")  # several blocks per test image
 SKIN_TYPES = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI",
               "12": "I–II", "34": "III–IV", "56": "V–VI"}  # DDI groups Fitzpatrick types in pairs
 AGE_BINS = ((0, 20, "<20"), (20, 40, "20–39"), (40, 60, "40–59"), (60, 80, "60–79"), (80, math.inf, "≥80"))
