@@ -135,8 +135,16 @@ def test_identical_blocks_have_zero_delta_and_drop():
     assert m["auroc_rel_drop"]["value"] == 0 and m["auroc@hair@1"] == m["auroc"]
 
 
-def test_settings_are_checked_and_dermsynth_runs_a_recorded_subset():
+def test_settings_are_checked_and_dermsynth_runs_a_recorded_subset(tmp_path):
     protocol = get_protocol("robustness")
+    (tmp_path / "DERMSYNTH.json").write_text("{}")
+    (tmp_path / "PH2Dataset").mkdir()
+    synth = TaskData(task="ph2-cls", root=tmp_path / "PH2Dataset", samples=[], classes=["nevus", "melanoma"])
+    cfg = protocol.resolve_config(protocol.data_defaults(synth))
+    assert cfg["corruptions"] == ["gaussian_noise", "defocus_blur", "black_corner", "hair"] and cfg["severities"] == [1, 3, 5]
+    real = TaskData(task="ph2-cls", root=tmp_path.parent, samples=[], classes=["nevus", "melanoma"])
+    assert protocol.data_defaults(real) == {}
+    assert protocol.accepts(get_card("mednode")) and not protocol.accepts(get_card("ph2-seg"))
     with pytest.raises(ValueError, match="unknown corruption 'snow'"):
         protocol.resolve_config({"corruptions": "snow"})
     with pytest.raises(ValueError, match="1..5"):
