@@ -122,8 +122,8 @@ def build_robustness(results_dir: Path, records: Sequence[dict]) -> Optional[Sec
                 (x[k] or {}).get(f, math.nan) for k in ("value", "delta", "rel_drop") for f in ("value", "ci_low", "ci_high"))])
     csv_header = ["model", "task", "corruption", "severity"] + [f"{k}_{f}" for k in (metric, "delta", "rel_drop")
                                                                  for f in ("value", "ci_low", "ci_high")]
-    figure = ("robustness.svg", robustness_svg(chosen, metric))
-    md.append(f"![{metric} against severity](robustness.svg)")
+    figure = ("fig_robustness.svg", robustness_svg(chosen, metric))
+    md.append(f"![{metric} against severity](fig_robustness.svg)")
     return Section(name="robustness", title="Robustness", markdown="\n".join(md) + "\n", html="\n".join(html_parts),
                    files=[("robustness.csv", _csv(csv_header, csv_rows))], figures=[figure])
 
@@ -229,7 +229,7 @@ def build_transfer(results_dir: Path, records: Sequence[dict]) -> Optional[Secti
                 csv_rows.append([family, model, s, t, s == t, c["value"]["value"], c["value"]["ci_low"],
                                  c["value"]["ci_high"], d.get("value", math.nan), d.get("ci_low", math.nan),
                                  d.get("ci_high", math.nan)])
-            name = f"transfer-{family}-{model}.svg".replace("/", "_").replace("@", "_")
+            name = f"fig_transfer_{family}_{model}.svg".replace("/", "_").replace("@", "_")
             figures.append((name, transfer_svg(title, tasks, [titles.get(t, t) for t in tasks],
                                                {k: v["value"]["value"] for k, v in cells.items()}, metric)))
             md += [f"![{title}]({name})", ""]

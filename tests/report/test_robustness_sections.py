@@ -26,7 +26,7 @@ def test_robustness_section_tables_and_figure(tmp_path):
     assert section.name == "robustness"
     assert "| mA | PH2(cls) | 90.0 [80.0, 100.0] | 10.0 [5.0, 20.0] | 2 | 1,5 |" in section.markdown
     assert "| hair | 5 | 70.0 [50.0, 90.0] | -20.0 [-30.0, -10.0] | 13.9 [5.0, 25.0] |" in section.markdown
-    assert section.figures[0][0] == "robustness.svg" and section.figures[0][1].startswith(b"<?xml")
+    assert section.figures[0][0] == "fig_robustness.svg" and section.figures[0][1].startswith(b"<?xml")
     csv = dict(section.files)["robustness.csv"].decode()
     assert csv.splitlines()[0].startswith("model,task,corruption,severity,auroc_value")
     assert build_robustness(tmp_path, []) is None
@@ -50,7 +50,7 @@ def test_transfer_section_matrix_diagonal_and_drop(tmp_path):
     assert "| MED-Node | 80.0 [70.0, 90.0] | 70.0 [60.0, 80.0] |" in md  # row = train task
     assert "| PH2(cls) | 60.0 [50.0, 70.0] | 90.0 [80.0, 100.0] |" in md
     assert "| MED-Node | (in-domain) | 20.0 [15.0, 25.0] |" in md
-    assert [name for name, _ in section.figures] == ["transfer-melanoma-naevus-mA.svg"]
+    assert [name for name, _ in section.figures] == ["fig_transfer_melanoma-naevus_mA.svg"]
 
 
 def test_boundary_section(tmp_path):
