@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task ph2-cls,ddi --protocol robustness --quiet
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --protocol transfer --quiet
 	$(BIN)/dermbench leaderboard --format all --out leaderboards/dermsynth
 
 test: install
