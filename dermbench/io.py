@@ -1,6 +1,7 @@
 """Small file helpers shared by every writer: atomic writes and content hashes."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,14 +10,48 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+class WriteError(OSError):
+    """A file or folder could not be written; the message names the path, the cause and the fix."""
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        fix = "free disk space there or choose another folder"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a parent of it is a regular file: choose another folder"
+    else:
+        fix = "check the folder"
+    error = WriteError(f"cannot write {path}: {reason}; {fix}")
+    error.errno = exc.errno  # kept for callers that branch on it; str() stays the one-line message
+    return error
+
+
+def ensure_folder(path: Path) -> Path:
+    """``mkdir -p path`` with an error that names the folder (unwritable, under a file, ...)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target.
 
     A reader (or a resumed run) sees either the old file or the complete new one, never a torn one.
+    Failures (unwritable folder, a path under a regular file, a full disk) raise :class:`WriteError`
+    naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ensure_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -24,6 +59,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared and read
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise _write_error(path, exc) from exc
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

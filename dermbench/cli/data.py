@@ -43,5 +43,11 @@ def data_check(
 
         root = ensure_dermsynth()
         typer.echo(f"No --data-root given: checking the embedded DermSynth at {root}")
-    reports = check_data(root, select_tasks(task))
+    try:
+        cards = select_tasks(task)
+    except KeyError as exc:
+        fail(error_text(exc))
+    reports = check_data(root, cards)
     typer.echo(format_report(reports))
+    if any(r.problems for r in reports):
+        raise typer.Exit(1)

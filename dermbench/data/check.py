@@ -2,7 +2,10 @@
 
 Per task: found or not (and which folders were looked for), counts per class and per
 official split against the release's expected counts, files that could not be used, and
-images duplicated by content (within the task, and across the default train/test split).
+images duplicated by content (within the task, and across the default train/test split), images
+that do not decode and masks that are not binary (decoded in parallel threads: PIL releases the GIL
+while decoding). ``dermbench data check`` exits non-zero when a task is missing or any problem
+(:attr:`TaskReport.problems`) is found.
 """
 from __future__ import annotations
 
@@ -31,7 +34,33 @@ class TaskReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)  # groups of sample ids with identical bytes
     leaks: list[tuple[str, str]] = field(default_factory=list)  # (train id, test id) with identical bytes
+    undecodable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    odd_masks: list[tuple[str, str]] = field(default_factory=list)  # (mask file, encoding found)
+    split_error: str = ""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """What makes the task unusable or its numbers untrustworthy (the command then exits 1)."""
+        out = []
+        if not self.found:
+            out.append("not found")
+        if self.undecodable:
+            out.append(f"{len(self.undecodable)} file(s) do not decode")
+        if self.odd_masks:
+            out.append(f"{len(self.odd_masks)} mask(s) are not binary 0/255 or 0/1")
+        if self.leaks:
+            out.append(f"{len(self.leaks)} image(s) are in both train and test")
+        if self.split_error:
+            out.append("no valid split")
+        expected_total = self.expected.get("total")
+        if self.found and expected_total is not None and expected_total != self.n_samples:
+            out.append(f"{self.n_samples} samples, the release has {expected_total}")
+        for c, n in self.class_counts.items():
+            exp = self.expected.get(c)
+            if exp is not None and exp != n:
+                out.append(f"class {c!r}: {n} images, the release has {exp}")
+        return out
 
 
 def _split_for(card: TaskCard, data: TaskData, data_root: Path, cache: dict) -> Split:
@@ -73,15 +102,50 @@ def check_task(data_root: Path, card: TaskCard, split_cache: dict) -> TaskReport
         report.class_counts = {c: counts.get(c, 0) for c in data.classes}
     report.official_splits = dict(Counter(s.official_split for s in data.samples if s.official_split))
     by_hash: dict[str, list[str]] = defaultdict(list)
-    for s in data.samples:
-        by_hash[sha256_file(s.image)].append(s.id)
+    for s, digest, error, mask_encoding in _decode_all(data.samples):
+        by_hash[digest].append(s.id)
+        if error:
+            report.undecodable.append(error)
+        if mask_encoding == "odd":
+            report.odd_masks.append((str(s.mask), mask_encoding))
     report.duplicates = [ids for ids in by_hash.values() if len(ids) > 1]
-    if report.duplicates:
+    try:
         split = _split_for(card, data, data_root, split_cache)
+    except (DatasetError, ValueError, KeyError) as exc:
+        report.split_error = str(exc.args[0]) if exc.args else str(exc)
+        return report
+    if report.duplicates:
         train, test = set(split.train), set(split.test)
         for ids in report.duplicates:
             report.leaks += [(a, b) for a in ids if a in train for b in ids if b in test]
     return report
+
+
+def _decode_one(sample):
+    """(sample, image sha256, (file, reason) if a file does not decode, the mask's encoding)."""
+    from dermbench.data.images import load_mask_array, load_rgb
+
+    digest = sha256_file(sample.image)
+    try:
+        load_rgb(sample.image)
+    except DatasetError as exc:
+        return sample, digest, (str(sample.image), str(exc)), None
+    encoding = None
+    if sample.mask is not None:
+        try:
+            encoding = load_mask_array(sample.mask)[1].encoding
+        except DatasetError as exc:
+            return sample, digest, (str(sample.mask), str(exc)), None
+    return sample, digest, None, encoding
+
+
+def _decode_all(samples):
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(os.sched_getaffinity(0)), 16))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_decode_one, samples)
 
 
 def check_data(data_root: Path, cards: Sequence[TaskCard]) -> list[TaskReport]:
@@ -114,8 +178,18 @@ def format_report(reports: Sequence[TaskReport]) -> str:
             lines.append(f"    identical images: {', '.join(ids)}")
         for a, b in r.leaks:
             lines.append(f"    LEAK: train {a} and test {b} are the same image")
+        for path, reason in r.undecodable:
+            lines.append(f"    UNREADABLE: {reason}")
+        for path, encoding in r.odd_masks[:10]:
+            lines.append(f"    ODD MASK: {path} is not binary 0/255 or 0/1 (thresholded at 128 by the segmentation protocols)")
+        if len(r.odd_masks) > 10:
+            lines.append(f"    ... and {len(r.odd_masks) - 10} more odd masks")
+        if r.split_error:
+            lines.append(f"    SPLIT: {r.split_error}")
         for note in r.notes:
             lines.append(f"    note: {note}")
     found = sum(r.found for r in reports)
-    lines.append(f"{found} of {len(reports)} task(s) found")
+    with_problems = [r.task for r in reports if r.found and r.problems]
+    lines.append(f"{found} of {len(reports)} task(s) found" +
+                 (f"; problems in {len(with_problems)}: {', '.join(with_problems)}" if with_problems else ""))
     return "\n".join(lines)

@@ -16,7 +16,11 @@ def find_task_root(data_root: Path, card) -> Path:
     for name in card.folders:
         if name.lower() in entries:
             return entries[name.lower()]
-    raise DatasetError(f"task {card.name}: none of the folders {list(card.folders)} found in {data_root}; "
+    # the official archives extracted straight into the data root (no wrapper folder)
+    if any(name.lower() in entries for name in card.unzipped):
+        return data_root
+    also = f", or its archives' folders {list(card.unzipped)} directly in it" if card.unzipped else ""
+    raise DatasetError(f"task {card.name}: none of the folders {list(card.folders)} found in {data_root}{also}; "
                        f"download {card.title} and extract it there under one of those names")
 
 

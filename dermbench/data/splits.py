@@ -62,14 +62,28 @@ def _stratified(ids_by_stratum: dict, fraction: float, seed: int) -> tuple[list[
         ids = sorted(ids_by_stratum[stratum])
         order = rng.permutation(len(ids))
         n = len(ids)
-        if n == 1:
-            n_train = 1
-            notes.append(f"class {stratum!r} has a single sample: it goes to train and is absent from test")
-        else:
-            n_train = int(min(max(round(n * fraction), 1), n - 1))
+        n_train = 1 if n == 1 else int(min(max(round(n * fraction), 1), n - 1))  # n == 1: refused by the caller
         train += [ids[i] for i in order[:n_train]]
         test += [ids[i] for i in order[n_train:]]
     return sorted(train), sorted(test), notes
+
+
+def _check_every_class_on_both_sides(data: TaskData, rule: str, train: set, test: set) -> None:
+    """A class absent from the test set makes AUROC undefined and F1 meaningless: refuse the split."""
+    counts = {c: [0, 0] for c in range(len(data.classes))}
+    for s in data.samples:
+        if s.label is None:
+            continue
+        if s.id in train:
+            counts[s.label][0] += 1
+        elif s.id in test:
+            counts[s.label][1] += 1
+    bad = [(data.classes[c], n_train, n_test) for c, (n_train, n_test) in counts.items() if n_train == 0 or n_test == 0]
+    if bad:
+        detail = "; ".join(f"class {name!r}: {n_train} train, {n_test} test image(s)" for name, n_train, n_test in bad)
+        raise DatasetError(f"task {data.task!r} ({data.root}): split {rule!r} leaves a class without training or test "
+                           f"images ({detail}); every class needs at least 2 images, one on each side: add images "
+                           "or remove the class from the task card")
 
 
 def make_split(
@@ -117,6 +131,8 @@ def make_split(
     if not train or not test:
         raise DatasetError(f"task {data.task!r} ({data.root}): split {rule!r} left an empty train or test set "
                            f"({len(train)} train, {len(test)} test); the dataset is too small")
+    if data.classes:
+        _check_every_class_on_both_sides(data, rule, set(train), set(test))
     return Split(task=data.task, rule=rule, seed=seed, train=train, test=test,
                  parent=parent.task if parent else None, notes=notes)
 

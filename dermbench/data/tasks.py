@@ -18,7 +18,9 @@ GROUPS = ("malignancy", "severity", "multi-category", "caption", "segmentation",
 CLASSIFICATION_GROUPS = ("malignancy", "severity", "multi-category")
 SPLIT_RULES = ("stratified", "random", "derived", "sites")
 
-_BUILTIN_DIR = Path(__file__).resolve().parents[2] / "tasks"
+# The top-level tasks/ folder is the source of truth; dermbench/data/task_cards links to it so that a
+# wheel ships the cards as package data (pip install . works outside the source tree).
+_BUILTIN_DIR = Path(__file__).resolve().parent / "task_cards"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class TaskCard:
     options: dict[str, Any] = field(default_factory=dict)  # adapter options (label column, image kind...)
     expected: dict[str, Any] = field(default_factory=dict)  # expected counts of the real release
     subgroups: tuple[str, ...] = ()  # sample.groups keys used for fairness analyses
+    # folders the official archives unzip into; found directly in the data root, they mean the
+    # archives were extracted there without a wrapper folder named after the task
+    unzipped: tuple[str, ...] = ()
+    # another dataset's spelling of a class: {"naevus": "nevus"}; sites of one federation (and any
+    # other comparison across datasets) match classes by these canonical names
+    class_aliases: dict[str, str] = field(default_factory=dict)
     transfer: Optional["TransferSpec"] = None  # cross-dataset transfer family (tasks/README.md, "transfer")
     path: Optional[Path] = None
     sha256: str = ""
@@ -52,6 +60,11 @@ class TaskCard:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def canonical_classes(self) -> tuple[str, ...]:
+        """The classes under their canonical names (``class_aliases`` applied)."""
+        return tuple(self.class_aliases.get(c, c) for c in self.classes)
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,8 @@ def _parse_card(path: Path) -> TaskCard:
         options=dict(d.get("options", {})),
         expected=dict(d.get("expected", {})),
         subgroups=tuple(d.get("subgroups", ())),
+        unzipped=tuple(d.get("unzipped", ())),
+        class_aliases=dict(d.get("class_aliases", {})),
         transfer=_parse_transfer(path, d),
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),

@@ -41,17 +41,10 @@ _HASHES = ImageHashes()
 
 
 def load_image(path: Path):
-    """Open an image as RGB; a clear error names the file if it cannot be decoded."""
-    from PIL import Image
+    """Open an image as 8-bit RGB, whatever its mode (:func:`dermbench.data.images.load_rgb`)."""
+    from dermbench.data.images import load_rgb
 
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"image {path} does not exist; re-download the dataset or fix its metadata file") from exc
-    except Exception as exc:
-        raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); replace the file or remove it from the dataset") from exc
+    return load_rgb(path)
 
 
 class FeatureCache:

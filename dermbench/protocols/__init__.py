@@ -9,6 +9,7 @@ Layer 4. May import: ``dermbench.federated``, ``dermbench.features``, ``dermbenc
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
 
@@ -44,4 +45,14 @@ def get_protocol(name: str) -> Protocol:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "is_available", "names"]
+def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    """Check every ``--set PROTOCOL.SETTING=VALUE`` before any work: the protocol exists, it has the
+    setting, the value has the setting's type and lies in its range. Raises KeyError / ValueError."""
+    for protocol, settings in overrides.items():
+        if protocol not in _PROTOCOLS:
+            raise KeyError(f"--set {protocol}.…: unknown protocol {protocol!r}. Valid protocols: {', '.join(_PROTOCOLS)}")
+        if is_available(protocol):
+            get_protocol(protocol).resolve_config(settings)
+
+
+__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "is_available", "names", "validate_overrides"]

@@ -88,6 +88,7 @@ class Protocol:
             if k not in cfg:
                 raise KeyError(f"protocol {self.name!r} has no setting {k!r}; settings: {', '.join(sorted(cfg))}")
             cfg[k] = _coerce(self.name, k, cfg[k], v)
+            _check_range(self.name, k, cfg[k])
         return cfg
 
     def bootstrap_strata(self, predictions) -> Any:
@@ -100,6 +101,24 @@ class Protocol:
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+# Settings that only make sense in a range, by name across protocols: a head trained for 0 or -5
+# epochs, a batch of 0 or a learning rate of 0 would store an untrained head as a result.
+_AT_LEAST_ONE = ("epochs", "batch_size", "k", "repeats", "rounds", "local_epochs", "clients", "n_image_tokens",
+                 "lora_r", "max_new_tokens", "upernet_channels")
+_POSITIVE_PREFIXES = ("lr",)
+_UNIT_INTERVAL = ("dropout", "lora_dropout")
+
+
+def _check_range(protocol: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if (key in _AT_LEAST_ONE or key.endswith("_epochs") or "batch_size" in key) and value < 1:
+        raise ValueError(f"--set {protocol}.{key}={value}: must be at least 1")
+    if any(key == p or key.startswith(p + "_") for p in _POSITIVE_PREFIXES) and not value > 0:
+        raise ValueError(f"--set {protocol}.{key}={value}: a learning rate must be greater than 0")
+    if key in _UNIT_INTERVAL and not 0 <= value < 1:
+        raise ValueError(f"--set {protocol}.{key}={value}: must lie in [0, 1)")
 
 
 def _coerce(protocol: str, key: str, default: Any, value: Any) -> Any:

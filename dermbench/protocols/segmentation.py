@@ -56,29 +56,38 @@ UPERNET_DEFAULTS: dict[str, Any] = {**SEG_DEFAULTS, "upernet_channels": 768, "po
 
 # --- masks and scores --------------------------------------------------------------------
 
-def load_mask(sample: Sample, size: Optional[int] = None) -> np.ndarray:
-    """The lesion mask of ``sample`` as a bool array (nonzero = lesion), optionally resized
-    with nearest-neighbour to ``size`` x ``size``."""
-    from PIL import Image
+def load_mask(sample: Sample, size: Optional[int] = None, audit: Optional[dict] = None) -> np.ndarray:
+    """The lesion mask of ``sample`` as a bool array, optionally resized (nearest neighbour) to
+    ``size`` x ``size``. Encodings and thresholds: :func:`dermbench.data.images.load_mask_array`.
+    ``audit``: a dict that collects, per encoding, how many masks had it and a few sample ids."""
+    from dermbench.data.images import load_mask_array
 
     if sample.mask is None:
         raise DatasetError(
             f"sample {sample.id!r} ({sample.image}) has no lesion mask; the segmentation protocols need one "
             "for every image: check that the dataset's ground-truth folder is complete"
         )
-    try:
-        with Image.open(sample.mask) as im:
-            im = im.convert("L")
-            if size is not None:
-                im = im.resize((size, size), Image.NEAREST)
-            return np.asarray(im) > 0
-    except FileNotFoundError as exc:
-        raise DatasetError(f"mask {sample.mask} of sample {sample.id!r} does not exist; restore the ground-truth file") from exc
-    except OSError as exc:
-        raise DatasetError(
-            f"mask {sample.mask} of sample {sample.id!r} cannot be read ({type(exc).__name__}: {exc}); "
-            "replace it with a single-channel PNG/BMP (nonzero = lesion)"
-        ) from exc
+    mask, info = load_mask_array(sample.mask, size)
+    if audit is not None:
+        entry = audit.setdefault(info.encoding, {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < 3:
+            entry["examples"].append(f"{sample.id} (values {list(info.values)})")
+    return mask
+
+
+def mask_warnings(audit: dict) -> list[str]:
+    """Warnings for masks that were empty or not in a documented binary encoding."""
+    out = []
+    if "odd" in audit:
+        a = audit["odd"]
+        out.append(f"{a['count']} mask(s) are not binary 0/255 or 0/1, e.g. {', '.join(a['examples'])}: "
+                   "thresholded at 128 (value >= 128 = lesion); check the export of these masks")
+    if "empty" in audit:
+        a = audit["empty"]
+        out.append(f"{a['count']} mask(s) have no lesion pixel, e.g. {', '.join(a['examples'])}: "
+                   f"scored by the rule '{EMPTY_RULE}'")
+    return out
 
 
 def check_masks_present(task: str, samples: Sequence[Sample]) -> None:
@@ -208,7 +217,8 @@ class _SegmentationProtocol(Protocol):
 
         # Masks first: a missing or broken mask fails before any feature is computed or head trained.
         check_masks_present(ctx.card.name, train + test)
-        train_masks = torch.as_tensor(np.stack([load_mask(s, size) for s in train]), dtype=torch.long)
+        audit: dict = {}
+        train_masks = torch.as_tensor(np.stack([load_mask(s, size, audit) for s in train]), dtype=torch.long)
         train_feats = self.features(ctx, train, "train")
         shapes = [tuple(int(d) for d in f.shape[1:]) for f in train_feats]
 
@@ -243,7 +253,7 @@ class _SegmentationProtocol(Protocol):
                 idx = np.arange(start, min(start + bs, len(test)))
                 raw = head(self._inputs(test_feats, idx, ctx.device)).float()
                 for j, sample in enumerate(test[start : start + len(idx)]):
-                    truth = load_mask(sample, size if score_at == "224" else None)
+                    truth = load_mask(sample, size if score_at == "224" else None, audit)
                     logit = F.interpolate(raw[j : j + 1], size=truth.shape, mode="bilinear", align_corners=False)[0]
                     pred = (logit[1] > logit[0]).cpu().numpy()
                     rows.append({"sample_id": sample.id, **mask_scores(pred, truth)})
@@ -280,6 +290,8 @@ class _SegmentationProtocol(Protocol):
                 "train_loss": losses,
                 "empty_masks": EMPTY_RULE,
                 "n_test_empty_truth": int(sum(r["tp"] + r["fn"] == 0 for r in rows)),
+                "mask_encodings": {k: v["count"] for k, v in sorted(audit.items())},
+                "warnings": mask_warnings(audit),
                 "augmentation": "none (cached frozen features, as the official code)",
                 **(_boundary_info(rows, float(cfg["surface_dice_tolerance"])) if cfg["boundary_metrics"] else {}),
             },

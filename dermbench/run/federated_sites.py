@@ -54,7 +54,9 @@ def export_client(model: str, task: str, data_root: Path, out: Path, name: Optio
     info = {
         "client": client.name, "model": model, "weights": weights or "default",
         "weights_sha256": backbone.weights_sha256, "fingerprint": backbone.fingerprint(),
-        "feature_dim": int(x_train.shape[1]), "task": task, "classes": list(data.classes),
+        "feature_dim": int(x_train.shape[1]), "task": task,
+        # canonical class names (the card's class_aliases), so that sites spelling a class differently match
+        "classes": list(card.canonical_classes), "source_classes": list(data.classes),
         "n_train": client.n_train, "n_test": client.n_test,
         "train_class_counts": np.bincount(y_train, minlength=len(data.classes)).tolist(),
         "split": {"rule": split.rule, "seed": split.seed, "sha256": split.sha256, "path": str(split.path)},

@@ -19,7 +19,7 @@ import pandas as pd
 from dermbench.models import registry
 from dermbench.config import cache_dir, resolve_data_root
 from dermbench.data.sample import DatasetError, TaskData
-from dermbench.io import sha256_file
+from dermbench.io import ensure_folder, sha256_file
 from dermbench.protocols import get_protocol, is_available
 from dermbench.protocols.base import RunContext
 from dermbench.run.results import as_stored, is_finished, now, provenance, result_paths, write_result
@@ -166,6 +166,7 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
     else:
         log(f"Data root: {data_root} (from {source})")
     results_dir = Path(settings.output) if settings.output else default_results_dir(None if source.startswith("default") else data_root)
+    ensure_folder(results_dir)  # an unwritable results folder fails here, before any work, naming the path
     log(f"Results: {results_dir}")
     tasks = TaskCache(data_root, results_dir, settings.seed, settings.split_mode)
     features = _feature_cache()

@@ -25,7 +25,13 @@ def load(root: Path, card) -> TaskData:
     if csv is None:
         raise DatasetError(f"{root}: {name} not found; a manifest task needs a CSV with columns image,label "
                            "(optional: id, split, skin_type, sex, age, site, mask, caption) — see docs/datasets.md")
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{csv}: the manifest is empty; it needs a header line image,label and one row per image "
+                           "(see docs/datasets.md)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{csv}: not a readable CSV ({type(exc).__name__}: {exc}); save it as UTF-8 CSV") from None
     needs_label = bool(card.classes)
     required = ["image"] + (["label"] if needs_label else [])
     missing = [c for c in required if c not in table.columns]
@@ -38,7 +44,7 @@ def load(root: Path, card) -> TaskData:
         if empty_file(image):
             skipped.append((str(image), "empty file"))
             continue
-        sid = row.get("id") or str(Path(row["image"]).with_suffix(""))
+        sid = row.get("id") or _relative_id(csv, row["image"], image, n)
         if sid in seen:
             raise DatasetError(f"{csv}:{n}: id {sid!r} appears twice; ids (or image paths) must be unique")
         seen.add(sid)
@@ -61,6 +67,18 @@ def load(root: Path, card) -> TaskData:
     if needs_label:
         check_no_empty_class(samples, card.classes, root, card.expected)
     return TaskData(task=card.name, root=root, samples=samples, classes=list(card.classes), skipped=skipped)
+
+
+def _relative_id(csv: Path, value: str, image: Path, line: int) -> str:
+    """The sample id of a row without an ``id``: the image path relative to the manifest's folder, without
+    suffix, so that ids (and the split and hashes built on them) do not depend on where the data lives."""
+    if not Path(value).is_absolute():
+        return Path(value).with_suffix("").as_posix()
+    try:
+        return image.resolve().relative_to(csv.parent.resolve()).with_suffix("").as_posix()
+    except ValueError:
+        raise DatasetError(f"{csv}:{line}: image {value!r} is an absolute path outside the manifest's folder, so it "
+                           "cannot name the sample; add an 'id' column, or give paths relative to the manifest") from None
 
 
 def _path(csv: Path, value: str, line: int, column: str) -> Path:

@@ -14,7 +14,10 @@ from dermbench.data.sample import DatasetError, Sample, TaskData
 
 @adapter("waterloo")
 def load(root: Path, card) -> TaskData:
-    originals = sorted(p for p in root.rglob("*") if p.is_file() and p.stem.lower().endswith("_orig")
+    # Extracted straight into a shared data root, only the archives' own folders are searched.
+    unzipped = {name.lower() for name in card.unzipped}
+    tops = [p for p in root.iterdir() if p.is_dir() and p.name.lower() in unzipped] or [root]
+    originals = sorted(p for top in tops for p in top.rglob("*") if p.is_file() and p.stem.lower().endswith("_orig")
                        and p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     if not originals:
         raise DatasetError(f"{root}: no '<name>_orig.jpg' images found below; extract skin_image_data_set-1.zip and -2.zip here")

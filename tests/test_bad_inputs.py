@@ -1,0 +1,291 @@
+"""Bad inputs and awkward files: each gets a clear error (exit code, the file or option named, no
+result written) or a correct result with the oddity reported — never a traceback or a silent wrong
+number. Cases of issue #16 (the ones this suite covers so far; the issue lists the rest)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from dermbench.cli import app
+from dermbench.data.images import load_mask_array, load_rgb
+from dermbench.data.locate import find_task_root, load_task
+from dermbench.data.sample import DatasetError
+from dermbench.data.synth import ensure_dermsynth
+from dermbench.data.tasks import get_card
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synth() -> Path:
+    return ensure_dermsynth()
+
+
+def _copy(synth: Path, tmp_path: Path, *folders: str) -> Path:
+    root = tmp_path / "data"
+    for folder in folders:
+        shutil.copytree(synth / folder, root / folder)
+    return root
+
+
+def _results(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*.json") if not p.name.startswith("_")) if path.exists() else []
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, ["run", "--model", "random-vit", "--protocol", "retrieval", "--n-boot", "20", "--quiet", *args])
+
+
+# --------------------------------------------------------------------------------------------
+# Image modes: every mode decodes to the picture it holds (a 16-bit PNG used to become all white)
+# --------------------------------------------------------------------------------------------
+def _gradient(h=8, w=16) -> np.ndarray:
+    return np.tile(np.linspace(0, 1, w), (h, 1))
+
+
+IMAGE_MODES = {
+    "16-bit grayscale PNG": lambda: Image.fromarray((_gradient() * 65535).astype(np.uint16)),
+    "8-bit grayscale": lambda: Image.fromarray((_gradient() * 255).astype(np.uint8), mode="L"),
+    "palette": lambda: Image.fromarray((_gradient() * 255).astype(np.uint8), mode="L").convert("P"),
+    "RGBA": lambda: Image.fromarray(np.dstack([(_gradient() * 255).astype(np.uint8)] * 3 + [np.full((8, 16), 255, np.uint8)]), mode="RGBA"),
+    "grayscale + alpha": lambda: Image.fromarray((_gradient() * 255).astype(np.uint8), mode="L").convert("LA"),
+    "32-bit integer": lambda: Image.fromarray((_gradient() * 65535).astype(np.int32), mode="I"),
+    "float in [0, 1]": lambda: Image.fromarray(_gradient().astype(np.float32), mode="F"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(IMAGE_MODES))
+def test_every_image_mode_decodes_to_its_gradient(mode, tmp_path):
+    im = IMAGE_MODES[mode]()
+    path = tmp_path / ("x.tiff" if im.mode in ("F", "I") else "x.png")
+    im.save(path)
+    rgb = np.asarray(load_rgb(path)).astype(int)
+    assert rgb.shape == (8, 16, 3)
+    row = rgb[0, :, 0]
+    # a left-to-right ramp from black to white, not a constant image
+    assert row[0] <= 2 and row[-1] >= 253 and np.all(np.diff(row) >= 0), row
+
+
+def test_cmyk_jpeg_decodes_to_rgb(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path)  # pure red in CMYK
+    r, g, b = np.asarray(load_rgb(path))[4, 4].astype(int)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_transparent_pixels_are_composited_over_black(tmp_path):
+    path = tmp_path / "a.png"
+    arr = np.zeros((4, 4, 4), np.uint8)
+    arr[..., :3] = 200  # colour that a plain convert("RGB") would show
+    Image.fromarray(arr, mode="RGBA").save(path)  # alpha 0 everywhere
+    assert np.asarray(load_rgb(path)).max() == 0
+
+
+def test_an_undecodable_image_names_the_file(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match="broken.jpg.*cannot be read"):
+        load_rgb(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Masks: documented encodings exactly; odd ones thresholded at 128 and reported
+# --------------------------------------------------------------------------------------------
+MASKS = {
+    "0/255": ([0, 255], "0/255", 1),
+    "0/1": ([0, 1], "0/1", 1),
+    "0/128/255": ([0, 128, 255], "odd", 2),
+    "lossy background 1-3": ([1, 2, 3, 255], "odd", 1),
+    "all empty": ([0, 0], "empty", 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MASKS))
+def test_mask_encodings(case, tmp_path):
+    values, encoding, n_lesion_columns = MASKS[case]
+    arr = np.zeros((4, len(values)), np.uint8)
+    arr[:] = values
+    path = tmp_path / "m.png"
+    Image.fromarray(arr, mode="L").save(path)
+    mask, info = load_mask_array(path)
+    assert info.encoding == encoding
+    assert int(mask[0].sum()) == n_lesion_columns
+
+
+def test_odd_and_empty_masks_are_reported_in_the_segmentation_result(synth, tmp_path):
+    root = _copy(synth, tmp_path, "PH2Dataset")
+    masks = sorted((root / "PH2Dataset").rglob("*_lesion.bmp"))
+    m = np.asarray(Image.open(masks[0]).convert("L")).copy()
+    m[m == 0] = 2  # background 2 from a lossy export
+    Image.fromarray(m).save(masks[0])
+    Image.fromarray(np.zeros_like(np.asarray(Image.open(masks[1]).convert("L")))).save(masks[1])
+    out = tmp_path / "results"
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ph2-seg", "--protocol", "seg-linear",
+                              "--data-root", str(root), "--output", str(out), "--n-boot", "20", "--quiet",
+                              "--set", "seg-linear.epochs=1"])
+    assert res.exit_code == 0, res.output
+    (record,) = [json.loads(p.read_text()) for p in _results(out) if "seg-linear" in p.name]
+    warnings = " ".join(record["info"]["warnings"])
+    assert "1 mask(s) are not binary" in warnings and "1 mask(s) have no lesion pixel" in warnings
+    assert record["info"]["mask_encodings"]["odd"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------
+def test_absolute_image_paths_give_ids_relative_to_the_manifest(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    relative = load_task(root, get_card("mpl5"))
+    t = pd.read_csv(csv)
+    t["image"] = [str((csv.parent / p).resolve()) for p in t["image"]]
+    t.to_csv(csv, index=False)
+    absolute = load_task(root, get_card("mpl5"))
+    assert [s.id for s in absolute.samples] == [s.id for s in relative.samples]
+    assert not any(s.id.startswith("/") for s in absolute.samples)
+
+
+def test_absolute_image_paths_outside_the_manifest_folder_need_an_id_column(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(csv.parent / "images"), elsewhere)
+    t = pd.read_csv(csv)
+    t["image"] = [str(elsewhere / Path(p).name) for p in t["image"]]
+    t.to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"manifest.csv:2: .*outside the manifest's folder.*'id' column"):
+        load_task(root, get_card("mpl5"))
+
+
+def test_a_zero_byte_manifest_is_a_one_line_error(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    (root / "MPL5" / "manifest.csv").write_bytes(b"")
+    out = tmp_path / "results"
+    res = _run(["--task", "mpl5", "--data-root", str(root), "--output", str(out)])
+    assert res.exit_code != 0
+    assert "manifest.csv" in res.output and "empty" in res.output and "Traceback" not in res.output
+    assert _results(out) == []
+    check = runner.invoke(app, ["data", "check", "--data-root", str(root), "--task", "mpl5"])
+    assert check.exit_code == 1 and "manifest is empty" in check.output
+
+
+def test_a_class_with_a_single_image_is_refused_by_name(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    t = pd.read_csv(csv)
+    first = t["label"].iloc[0]
+    keep = t[t["label"] == first].index[1:]
+    t.drop(index=keep).to_csv(csv, index=False)
+    out = tmp_path / "results"
+    res = _run(["--task", "mpl5", "--data-root", str(root), "--output", str(out)])
+    assert res.exit_code != 0
+    assert f"class {first!r}: 1 train, 0 test" in res.output, res.output
+    assert _results(out) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Folders that cannot be written
+# --------------------------------------------------------------------------------------------
+def test_a_results_folder_under_a_regular_file_names_the_path(synth, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = _run(["--task", "ddi", "--output", str(blocker / "results")])
+    assert res.exit_code == 2, res.output
+    assert str(blocker) in res.output and "cannot write" in res.output and "Traceback" not in res.output
+
+
+def test_a_write_error_names_the_file_and_the_fix(tmp_path):
+    from dermbench.io import WriteError, atomic_write_text
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(WriteError, match=r"^cannot write .*/f/g: .*regular file"):
+        atomic_write_text(tmp_path / "f" / "g" / "out.json", "{}")
+
+
+# --------------------------------------------------------------------------------------------
+# data check
+# --------------------------------------------------------------------------------------------
+def test_data_check_decodes_images_and_exits_1_on_an_undecodable_one(synth, tmp_path):
+    root = _copy(synth, tmp_path, "ddi")
+    victim = sorted((root / "ddi").glob("*.png"))[3]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    res = runner.invoke(app, ["data", "check", "--data-root", str(root), "--task", "ddi"])
+    assert res.exit_code == 1
+    assert "UNREADABLE" in res.output and victim.name in res.output
+
+
+def test_data_check_exits_1_when_a_task_is_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["data", "check", "--data-root", str(tmp_path / "empty"), "--task", "ddi"])
+    assert res.exit_code == 1 and "not found" in res.output
+
+
+def test_data_check_exits_1_on_a_train_test_leak(synth, tmp_path):
+    root = _copy(synth, tmp_path, "ddi")
+    images = sorted((root / "ddi").glob("*.png"))
+    for p in images[1:]:
+        shutil.copy(images[0], p)  # every image the same: some pair must straddle the split
+    res = runner.invoke(app, ["data", "check", "--data-root", str(root), "--task", "ddi"])
+    assert res.exit_code == 1 and "LEAK" in res.output
+
+
+def test_data_check_with_an_unknown_task_is_a_one_line_error(synth):
+    res = runner.invoke(app, ["data", "check", "--task", "foo"])
+    assert res.exit_code == 2 and "unknown task 'foo'" in res.output and "Traceback" not in res.output
+
+
+# --------------------------------------------------------------------------------------------
+# Archives as they unzip: straight into the data root, without a folder named after the task
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task,folder", [("isic2016", "ISIC2016"), ("isic2017", "ISIC2017"), ("isic2018", "ISIC2018"),
+                                         ("skincancer", "skincancer")])
+def test_official_archives_extracted_straight_into_the_data_root_are_found(synth, tmp_path, task, folder):
+    root = tmp_path / "data"
+    shutil.copytree(synth / folder, root)  # the archives' own folders now sit directly in the data root
+    (root / "unrelated_dataset").mkdir()
+    card = get_card(task)
+    assert find_task_root(root, card) == root
+    wrapped = load_task(synth, card)
+    unwrapped = load_task(root, card)
+    assert [s.id for s in unwrapped.samples] == [s.id for s in wrapped.samples]
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI's own options
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_short_and_long_help(flag):
+    res = runner.invoke(app, [flag])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_version():
+    from dermbench import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"dermbench {__version__}"
+
+
+# --------------------------------------------------------------------------------------------
+# Federation across sites that spell a class differently (MED-Node 'naevus', PH2 'nevus')
+# --------------------------------------------------------------------------------------------
+def test_sites_match_classes_by_their_canonical_names(tmp_path):
+    from dermbench.run.federated_sites import check_sites
+
+    assert get_card("mednode").canonical_classes == get_card("ph2-cls").canonical_classes == ("nevus", "melanoma")
+    sidecars = []
+    for task in ("mednode", "ph2-cls"):
+        card = get_card(task)
+        info = {"fingerprint": "f", "weights_sha256": "w", "feature_dim": 8, "classes": list(card.canonical_classes),
+                "source_classes": list(card.classes)}
+        path = tmp_path / f"{task}.json"
+        path.write_text(json.dumps(info))
+        sidecars.append(path)
+    assert check_sites(sidecars)["classes"] == ["nevus", "melanoma"]
