@@ -21,6 +21,10 @@ prediction; confidence = ``p[pred]``; lower is better for all five):
   the binary ``brier_score_loss``).
 - ``nll``: ``mean_i -log max(p_i,y, 1e-12)`` (k-NN vote fractions can be exactly 0).
 
+Binned ECE is biased upwards under resampling (a replicate's bins hold duplicated images, and |·| of a
+noisy bin mean is positive), so with small test sets the percentile interval can lie just above the point
+estimate; Brier and NLL are means of per-image terms and have no such bias.
+
 Temperature scaling (Guo et al. 2017): logits ``log max(p, 1e-12)`` divided by T, softmax; T minimises the
 NLL on held-out *training* scores (the protocols' ``calibration`` table: never the test set), searched on
 log T in [log 0.05, log 20] (scipy's bounded Brent). For softmax outputs ``log p`` equals the logits up
