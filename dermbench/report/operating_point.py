@@ -4,7 +4,7 @@ For every classification result that stored held-out training scores (``<protoco
 and has subgroup columns: the threshold chosen on those scores (``youden`` by default, or
 ``sensitivity=<t>``), then per subgroup TPR, FPR, PPV, AUROC and ECE with percentile 95% CIs on the
 task's shared resamples, and the gaps (TPR, FPR, PPV, ECE), the equalized-odds difference and the
-worst-group AUROC, with paired bootstrap p-values Holm-adjusted across the whole table. The estimated
+worst-group AUROC, with paired bootstrap p-values Holm-adjusted per (task, protocol, attribute) table. The estimated
 skin tone (``dermbench skin-tone``, :mod:`dermbench.run.skin_tone`) joins as its own attribute
 ``ita_estimated``, labelled as estimated.
 """
@@ -95,7 +95,8 @@ def format_operating_point(table: pd.DataFrame) -> str:
            "bootstrap CI on the task's shared resamples, the same replicates for every subgroup and model]. Gaps: max − "
            "min over subgroups with a defined value ('unknown' and subgroups below "
            f"{table.attrs.get('min_samples', MIN_SAMPLES)} images excluded); EOD = max(TPR gap, FPR gap); p_holm: paired "
-           "bootstrap p of highest vs lowest subgroup, Holm-adjusted across every gap test of this table.", ""]
+           "bootstrap p of highest vs lowest subgroup, Holm-adjusted across the gap tests (TPR, FPR, PPV, ECE; every model "
+           "and class) of each table below; with B bootstrap replicates no p is below about 2/(B + 1).", ""]
     for (task, protocol, attribute), part in table[table["attribute"] != ""].groupby(["task", "protocol", "attribute"], sort=False):
         gaps = part[part["row"] == "gap"]
         out += [f"### {task} · {protocol} · {ATTRIBUTE_TITLES.get(attribute, attribute)}", "",

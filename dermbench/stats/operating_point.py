@@ -22,8 +22,11 @@ Every value has a percentile 95% CI over the task's stored shared resamples (the
 resampled, every subgroup's value recomputed on the same replicate), so the intervals are paired across
 subgroups and across models. Each gap has a two-sided paired bootstrap p (:func:`dermbench.stats.paired.
 paired_bootstrap_test`) for "the highest and the lowest subgroup (on the full test set) differ", and
-``p_holm`` is Holm-adjusted (:func:`dermbench.stats.paired.holm`) across every gap test of the table
-(the family: all models, tasks, attributes, classes and gap metrics in one call). ``eod`` takes the p of
+``p_holm`` is Holm-adjusted (:func:`dermbench.stats.paired.holm`) across a family of gap tests: by
+default every gap test of one (task, protocol, attribute) table — all its models, classes and gap
+metrics — the unit a claim such as "model A's TPR differs between skin types" is read from
+(``holm_family(table, by=())`` takes the whole table as one family). With B replicates no p is below
+about 2/(B + 1), so small families and B = 1000 are needed for adjusted p-values under 0.05. ``eod`` takes the p of
 the rate that attains it; ``worst_auroc`` is a level, not a difference, and has no p.
 
 Intersectional groups: with ``intersectional=True`` and both ``group_skin_type`` and ``group_sex``
@@ -112,6 +115,13 @@ def intersectional_values(preds: pd.DataFrame) -> Optional[np.ndarray]:
 
 
 def _order_and_label(values: np.ndarray, attribute: str) -> tuple[list[str], dict[str, str]]:
+    from dermbench.stats import skin_tone as ST
+
+    if attribute == ST.ATTRIBUTE:  # ITA categories from light to dark, then anything else, 'unknown' last
+        present = set(values.tolist())
+        order = [c for c in ST.ORDER if c in present] + sorted(present - set(ST.ORDER) - {UNKNOWN})
+        order += [UNKNOWN] if UNKNOWN in present else []
+        return order, {v: v if v == UNKNOWN else f"{v} (est.)" for v in order}
     if attribute != INTERSECTION:
         order = subgroup_order(values.tolist(), attribute)
         return order, {v: subgroup_label(v, attribute) for v in order}
@@ -264,13 +274,20 @@ def _gap_rows(here: dict, eligible: dict, labels: dict, values: np.ndarray) -> l
     return out
 
 
-def holm_family(table: pd.DataFrame) -> pd.DataFrame:
-    """Fill ``p_holm``: Holm across every gap test (tpr/fpr/ppv/ece gaps) of the table; ``eod`` takes the
-    adjusted p of the gap that attains it (it is not a separate test)."""
+FAMILY = ("task", "protocol", "attribute")
+
+
+def holm_family(table: pd.DataFrame, by: Sequence[str] = FAMILY) -> pd.DataFrame:
+    """Fill ``p_holm``: Holm across the gap tests (tpr/fpr/ppv/ece gaps) of each family (rows sharing the
+    ``by`` columns; ``by=()``: the whole table); ``eod`` takes the adjusted p of the gap that attains it
+    (it is not a separate test)."""
     table = table.copy()
     tests = table["row"].eq("gap") & table["metric"].isin(["tpr_gap", "fpr_gap", "ppv_gap", "ece_gap"])
     table["p_holm"] = math.nan
-    table.loc[tests, "p_holm"] = holm(table.loc[tests, "p"].to_numpy(np.float64))
+    if tests.any():
+        families = table.loc[tests, list(by)].astype(str).agg("|".join, axis=1) if by else pd.Series("", index=table.index[tests])
+        for _, members in families.groupby(families).groups.items():
+            table.loc[members, "p_holm"] = holm(table.loc[members, "p"].to_numpy(np.float64))
     keys = ["model", "task", "protocol", "attribute", "class"]
     for i in np.flatnonzero(table["metric"].eq("eod").to_numpy()):
         row = table.iloc[i]

@@ -82,7 +82,8 @@ def test_holm_family_and_small_groups():
     test, cal = _table(200, 2, 5), _table(200, 2, 6)
     test.loc[:5, "group_sex"] = "other"  # 6 images: below min_samples, reported as such
     idx = bootstrap_indices(200, 100, seed=7, strata=test["label"].to_numpy())
-    table = OP.holm_family(pd.DataFrame(OP.operating_point_rows(RECORD, test, cal, idx, "sensitivity=0.9")))
+    rows = pd.DataFrame(OP.operating_point_rows(RECORD, test, cal, idx, "sensitivity=0.9"))
+    table = OP.holm_family(rows, by=())  # one family: the whole table
     small = table[(table["subgroup"] == "other") & (table["metric"] == "tpr")]
     assert math.isnan(small["value"].iloc[0]) and "< 10" in small["note"].iloc[0]
     tests = table[table["metric"].isin(["tpr_gap", "fpr_gap", "ppv_gap", "ece_gap"]) & table["p"].notna()]
@@ -97,3 +98,14 @@ def test_holm_family_and_small_groups():
 def test_threshold_needs_both_classes():
     with pytest.raises(ValueError, match="positive and negative"):
         OP.choose_threshold(np.ones(5, bool), np.linspace(0, 1, 5), "youden")
+
+
+def test_holm_families_are_per_table_by_default():
+    test, cal = _table(200, 2, 8), _table(200, 2, 9)
+    idx = bootstrap_indices(200, 100, seed=7, strata=test["label"].to_numpy())
+    rows = pd.DataFrame(OP.operating_point_rows(RECORD, test, cal, idx, "youden"))
+    per_table = OP.holm_family(rows)
+    gaps = per_table[per_table["metric"].isin(["tpr_gap", "fpr_gap", "ppv_gap", "ece_gap"]) & per_table["p"].notna()]
+    for attribute, part in gaps.groupby("attribute"):
+        m = len(part)
+        assert part["p_holm"].min() == pytest.approx(min(1.0, m * part["p"].min()))
