@@ -8,7 +8,10 @@ class, column 1; more classes: every class c, score ``score_c`` against ``label 
    set: ``youden`` maximises TPR − FPR over the ROC thresholds (scikit-learn's ``roc_curve``; ties: the
    highest threshold), ``sensitivity=0.9`` takes the highest threshold whose TPR is ≥ 0.9. A test image
    is called positive when its score is ≥ the threshold. The threshold is held fixed in the bootstrap
-   (the CIs are conditional on it).
+   (the CIs are conditional on it). The held-out scores come from the head fit on the other 80% of the
+   training split, the test scores from the head fit on all of it (so the test metrics stay those of
+   the protocol): the threshold is that of a slightly weaker sibling head, as in any practical
+   validation-set threshold choice.
 2. **Per subgroup** (``group_<attribute>`` columns of the predictions; values, 'unknown' and its own
    row as in :mod:`dermbench.stats.fairness`, whose helpers are reused): TPR, FPR, PPV at the
    threshold, the subgroup's AUROC of the score, and its ECE (equal-width, 15 bins, of ``score_c``
