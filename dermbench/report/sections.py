@@ -26,7 +26,8 @@ class Section:
 
 
 # "module:function" of every section builder, in page order.
-BUILDERS: list[str] = []
+BUILDERS: list[str] = ["dermbench.report.calibration:build", "dermbench.report.operating_point:build",
+                       "dermbench.report.ranks:build"]
 
 
 def builders() -> list[Callable[[Path, Sequence[dict]], Optional[Section]]]:
