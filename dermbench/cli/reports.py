@@ -68,8 +68,14 @@ def fairness(
     metric: str = typer.Option("auroc", "--metric"),
     min_samples: int = typer.Option(10, "--min-samples", help="Subgroups with fewer test samples are reported, not scored."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+    threshold: Optional[str] = typer.Option(None, "--threshold", help="Operating point from held-out training scores: youden | sensitivity=0.9 (TPR/FPR/PPV, EOD, worst-group AUROC per subgroup)."),
+    intersectional: bool = typer.Option(False, "--intersectional", help="With --threshold: also skin type × sex groups."),
 ) -> None:
     """Per-subgroup metrics (Fitzpatrick skin type, sex, ...) with bootstrap CIs and the largest gap."""
+    if threshold is not None:  # fairness at an operating point: dermbench.cli.calibration
+        from dermbench.cli.calibration import operating_point_command
+
+        return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)
     from dermbench.report.fairness import fairness_table, format_fairness
     from dermbench.io import atomic_write_text
 

@@ -103,22 +103,23 @@ def _gray_levels(im) -> np.ndarray:
     return np.asarray(im.convert("L"))
 
 
-def load_mask_array(path: Path, size: Optional[int] = None) -> tuple[np.ndarray, MaskInfo]:
+def load_mask_array(path: Path, size: Optional[int] = None, owner: str = "") -> tuple[np.ndarray, MaskInfo]:
     """The lesion mask in ``path`` as a bool array, and how it was encoded.
 
     ``size``: resize (nearest neighbour) to ``size`` × ``size`` after the encoding is decided on the
-    full-resolution values.
+    full-resolution values. ``owner``: who the mask belongs to, for error messages (e.g. "sample 'x'").
     """
     from PIL import Image
 
+    of = f" of {owner}" if owner else ""
     try:
         with Image.open(path) as im:
             im.load()
             levels = _gray_levels(im)
     except FileNotFoundError as exc:
-        raise DatasetError(f"mask {path} does not exist; restore the ground-truth file") from exc
+        raise DatasetError(f"mask {path}{of} does not exist; restore the ground-truth file") from exc
     except OSError as exc:
-        raise DatasetError(f"mask {path} cannot be read ({type(exc).__name__}: {exc}); "
+        raise DatasetError(f"mask {path}{of} cannot be read ({type(exc).__name__}: {exc}); "
                            "replace it with a single-channel 0/255 PNG/BMP") from exc
     values = np.unique(levels)
     present = set(values.tolist())

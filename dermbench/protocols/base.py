@@ -57,6 +57,9 @@ class ProtocolOutput:
     n_test: int
     info: dict[str, Any] = field(default_factory=dict)  # training curves, skipped metrics, notes
     artifacts: list[str] = field(default_factory=list)  # relative to the result folder
+    # Further per-sample tables stored beside the predictions as <protocol>.<name>.csv (e.g. "calibration":
+    # held-out training-split scores for temperature scaling and operating-point thresholds).
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 class Protocol:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
-from dermbench.protocols.classification import global_features, predictions_table
+from dermbench.protocols.classification import calibration_info, calibration_split, global_features, predictions_table
 
 LINEAR_DEFAULTS: dict[str, Any] = {
     "lr": 5e-3,
@@ -70,8 +70,17 @@ class LinearProbe(Protocol):
         x_test, _ = global_features(ctx, "test")
         head = train_linear_head(x_train, y_train, ctx.card.num_classes, ctx.config, ctx.seed, ctx.device)
         proba = predict_proba(head, x_test)
+        # held-out calibration scores from a second head (the test predictions above are unchanged)
+        fit, held = calibration_split(y_train, ctx.seed)
+        tables = {}
+        if len(held):
+            cal_head = train_linear_head(x_train[fit], y_train[fit], ctx.card.num_classes, ctx.config, ctx.seed, ctx.device)
+            cal = predict_proba(cal_head, x_train[held])
+            train = ctx.train
+            tables["calibration"] = predictions_table(ctx, cal, cal.argmax(axis=1), [train[i] for i in held])
         return ProtocolOutput(
             predictions=predictions_table(ctx, proba, proba.argmax(axis=1)),
             kind=self.kind, n_train=len(x_train), n_test=len(x_test),
-            info={"augmentation": "none (cached frozen features)"},
+            info={"augmentation": "none (cached frozen features)", "calibration": calibration_info(ctx.seed, len(fit), len(held))},
+            tables=tables,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
-from dermbench.protocols.classification import global_features, predictions_table
+from dermbench.protocols.classification import calibration_info, calibration_split, global_features, predictions_table
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -47,9 +47,19 @@ class Retrieval(Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         x_train, y_train = global_features(ctx, "train")
         x_test, _ = global_features(ctx, "test")
-        fractions, pred, _ = knn_vote(x_train, y_train, x_test, ctx.card.num_classes, k=int(ctx.config["k"]))
+        k = int(ctx.config["k"])
+        fractions, pred, _ = knn_vote(x_train, y_train, x_test, ctx.card.num_classes, k=k)
+        # held-out calibration scores: the held-out images vote among the remaining training images only
+        fit, held = calibration_split(y_train, ctx.seed)
+        tables = {}
+        if len(held) and len(fit) >= k:
+            cal, cal_pred, _ = knn_vote(x_train[fit], y_train[fit], x_train[held], ctx.card.num_classes, k=k)
+            train = ctx.train
+            tables["calibration"] = predictions_table(ctx, cal, cal_pred, [train[i] for i in held])
         return ProtocolOutput(
             predictions=predictions_table(ctx, fractions, pred),
             kind=self.kind, n_train=len(x_train), n_test=len(x_test),
-            info={"similarity": "cosine", "scores": "vote fractions", "tie_break": "nearest neighbour among tied classes"},
+            info={"similarity": "cosine", "scores": "vote fractions", "tie_break": "nearest neighbour among tied classes",
+                  "calibration": calibration_info(ctx.seed, len(fit), len(held))},
+            tables=tables,
         )

@@ -67,7 +67,7 @@ def load_mask(sample: Sample, size: Optional[int] = None, audit: Optional[dict] 
             f"sample {sample.id!r} ({sample.image}) has no lesion mask; the segmentation protocols need one "
             "for every image: check that the dataset's ground-truth folder is complete"
         )
-    mask, info = load_mask_array(sample.mask, size)
+    mask, info = load_mask_array(sample.mask, size, owner=f"sample {sample.id!r}")
     if audit is not None:
         entry = audit.setdefault(info.encoding, {"count": 0, "examples": []})
         entry["count"] += 1

@@ -26,11 +26,10 @@ class Section:
 
 
 # "module:function" of every section builder, in page order.
-BUILDERS: list[str] = [
-    "dermbench.report.robustness:build_robustness",
-    "dermbench.report.robustness:build_transfer",
-    "dermbench.report.robustness:build_boundary",
-]
+BUILDERS: list[str] = ["dermbench.report.calibration:build", "dermbench.report.operating_point:build",
+                       "dermbench.report.ranks:build",
+                       "dermbench.report.robustness:build_robustness", "dermbench.report.robustness:build_transfer",
+                       "dermbench.report.robustness:build_boundary"]
 
 
 def builders() -> list[Callable[[Path, Sequence[dict]], Optional[Section]]]:

@@ -4,6 +4,7 @@ Layout (``<results>`` = ``--output``)::
 
     <results>/<model>/<task>/<protocol>.json               metrics, settings, provenance
     <results>/<model>/<task>/<protocol>.predictions.csv    one row per test sample
+    <results>/<model>/<task>/<protocol>.<name>.csv         extra per-sample tables (linear, retrieval: "calibration")
     <results>/<model>/<task>/<protocol>.artifacts/         figures, masks (optional)
     <results>/_splits/<task>.<rule>.seed<seed>.json        the split (its sha256 is in every result)
     <results>/_bootstrap/<task>.<split>.seed<seed>...npy   resample indices shared by every model
@@ -74,11 +75,21 @@ def as_stored(predictions: pd.DataFrame) -> pd.DataFrame:
     return parse_predictions(predictions_csv(predictions))
 
 
-def write_result(results_dir: Path, record: dict[str, Any], predictions: pd.DataFrame) -> Path:
+def write_result(results_dir: Path, record: dict[str, Any], predictions: pd.DataFrame,
+                 tables: Optional[dict[str, pd.DataFrame]] = None) -> Path:
+    """Predictions, then each extra table (``<protocol>.<name>.csv``), then the JSON, all atomically."""
     paths = result_paths(results_dir, record["model"], record["task"], record["protocol"])
     data = predictions_csv(predictions)
     atomic_write_bytes(paths["predictions"], data)
     record = dict(record)
+    stored_tables = {}
+    for name, table in sorted((tables or {}).items()):
+        path = paths["dir"] / f"{record['protocol']}.{name}.csv"
+        table_bytes = predictions_csv(table)
+        atomic_write_bytes(path, table_bytes)
+        stored_tables[name] = {"path": path.name, "sha256": sha256_bytes(table_bytes), "rows": int(len(table))}
+    if stored_tables:
+        record["tables"] = stored_tables
     record["schema"] = SCHEMA_VERSION
     record["predictions"] = {"path": paths["predictions"].name, "sha256": sha256_bytes(data)}
     atomic_write_json(paths["json"], record)
@@ -90,6 +101,18 @@ def read_predictions(json_path: Path) -> pd.DataFrame:
     path = Path(json_path).parent / record["predictions"]["path"]
     if sha256_file(path) != record["predictions"]["sha256"]:
         raise ValueError(f"{path} does not match the sha256 recorded in {json_path}; the file was modified: rerun with --overwrite")
+    return parse_predictions(path)
+
+
+def read_table(json_path: Path, name: str) -> Optional[pd.DataFrame]:
+    """An extra table of a result (e.g. "calibration"), checked against its recorded sha256; None if it has none."""
+    record = json.loads(Path(json_path).read_text())
+    entry = (record.get("tables") or {}).get(name)
+    if entry is None:
+        return None
+    path = Path(json_path).parent / entry["path"]
+    if not path.exists() or sha256_file(path) != entry["sha256"]:
+        raise ValueError(f"{path} is missing or does not match the sha256 recorded in {json_path}; rerun with --overwrite")
     return parse_predictions(path)
 
 

@@ -264,7 +264,8 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
             "provenance": provenance({"protocol": config, "weights": settings.weights, "split_mode": settings.split_mode,
                                       "n_boot": settings.n_boot}, device, started),
         }
-        write_result(results_dir, record, predictions)
+        tables = {name: as_stored(_with_groups(t, data)) for name, t in out.tables.items()}
+        write_result(results_dir, record, predictions, tables)
     except Exception as exc:  # reported, the run goes on; the exit code says something failed
         log(f"{where}: FAILED: {type(exc).__name__}: {exc}")
         if os.environ.get("DERMBENCH_DEBUG"):

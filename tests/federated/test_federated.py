@@ -217,9 +217,17 @@ def test_sites_export_their_own_clients_and_the_coordinator_checks_them(tmp_path
         assert info["n_test"] == client.n_test and info["split"]["sha256"] and info["weights_sha256"]
         exported[site] = out.with_suffix(".json")
 
-    # mednode and ph2-cls have different class names: one federation must not mix them
+    # MED-Node spells 'naevus', PH2 'nevus': the cards' class_aliases make them one federation (as in the paper)
     res = runner.invoke(app, ["federated", "app", "--out", str(tmp_path / "fl-app"), "--result-path",
                               str(tmp_path / "head.npz"), *sum((["--client", str(p)] for p in exported.values()), [])])
+    assert res.exit_code == 0, res.output
+    assert "['nevus', 'melanoma']" in res.output
+    # ... but sites whose classes really differ (here: another order) are refused
+    swapped = tmp_path / "swapped.json"
+    info = json.loads(exported["ph2-cls"].read_text())
+    swapped.write_text(json.dumps({**info, "classes": info["classes"][::-1]}))
+    res = runner.invoke(app, ["federated", "app", "--out", str(tmp_path / "fl-app2"), "--result-path",
+                              str(tmp_path / "head.npz"), "--client", str(exported["mednode"]), "--client", str(swapped)])
     assert res.exit_code != 0 and "classes" in res.output and "same backbone" in res.output
 
     second = tmp_path / "copy.json"
