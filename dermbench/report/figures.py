@@ -119,7 +119,7 @@ def _finish_categorical(fig, ax, title: str, metric_title: str, n_columns: int, 
     ax.set_xlabel(x_label)
     ax.set_ylabel(axis_label(metric_title))
     ax.set_title(title)
-    if legend:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.grid(axis="y", linewidth=0.3, color="#cccccc")
     ax.set_axisbelow(True)
