@@ -161,7 +161,7 @@ def paired_rounds(readings: pd.DataFrame) -> pd.DataFrame:
     keys = ["reader", "experience", "dataset", "image", "truth"]
     without = readings[readings["round"] == WITHOUT_AI].set_index(keys)[["answer", "correct"]]
     with_ai = readings[readings["round"] == WITH_AI].set_index(keys)[["answer", "correct"]]
-    both = without.join(with_ai, how="inner", lsuffix="_without", rsuffix="_with")
+    both = without.merge(with_ai, how="inner", left_index=True, right_index=True, suffixes=("_without", "_with"))
     return both.reset_index()
 
 
