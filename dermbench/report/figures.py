@@ -252,7 +252,7 @@ def reader_accuracy_svg(title: str, curves: Mapping[str, Mapping[float, float]],
             xs = [k for k, f in enumerate(fractions) if f in curves[m]]
             ax.plot(xs, [100 * curves[m][fractions[k]] for k in xs], marker="o", markersize=3, linewidth=1.0,
                     color=colour(i), label=f"{m} (training fraction)")
-        positions = [n_f + 0.5 + k for k in range(len(violins))]
+        positions = [n_f + 0.6 + 1.4 * k for k in range(len(violins))]
         for pos, (name, values) in zip(positions, violins.items()):
             values = 100 * np.asarray(values, dtype=float)
             if values.size > 1 and np.ptp(values) > 0:
@@ -265,9 +265,9 @@ def reader_accuracy_svg(title: str, curves: Mapping[str, Mapping[float, float]],
             ax.axhline(100 * acc, linestyle="--", linewidth=0.8, color="#d62728",
                        label=f"{m} on the study images ({100 * acc:.1f}%)")
         ticks = list(range(n_f)) + positions
-        labels = [f"{100 * f:g}%" for f in fractions] + [f"readers\n{name.replace('-', ' ')}" for name in violins]
+        labels = [f"{100 * f:g}%" for f in fractions] + [f"readers\n{name.replace('-ai', ' AI').replace('-', ' ')}" for name in violins]
         ax.set_xticks(ticks, labels=labels)
-        ax.set_xlim(-0.6, (positions[-1] if positions else n_f - 1) + 0.6)
+        ax.set_xlim(-0.6, (positions[-1] if positions else n_f - 1) + 0.8)
         ax.set_xlabel("training images used by the model · readers")
         ax.set_ylabel(axis_label("Accuracy"))
         ax.set_title(title)

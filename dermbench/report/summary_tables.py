@@ -93,7 +93,7 @@ def _modality(card) -> str:
         return str(card.options["modality"])
     if card.adapter == "derm7pt":
         return DERM7PT_IMAGE.get(str(card.options.get("image", "derm")), "unknown")
-    return MODALITY.get(card.adapter, "unknown")
+    return MODALITY.get(card.adapter, "not recorded (add options.modality to the task card)")
 
 
 def _paper_order() -> list[str]:
