@@ -292,7 +292,9 @@ def page(title: str, body_html: str) -> str:
     """A plain self-contained page in the same style (the paper folder's index): viewport meta, inline CSS."""
     return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
                       '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_e(title)}</title>",
-                      f"<style>{CSS}</style>", "</head>", "<body>", f"<header><h1>{_e(title)}</h1></header>",
+                      # long text (captions, architectures) wraps here; the leaderboard's numbers do not
+                      f"<style>{CSS}td{{white-space:normal;min-width:6em}}</style>", "</head>", "<body>",
+                      f"<header><h1>{_e(title)}</h1></header>",
                       f"<main>{_scrolling(body_html)}</main>", "</body>", "</html>"]) + "\n"
 
 

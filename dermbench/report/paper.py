@@ -144,6 +144,7 @@ def build_paper(results_dir: Path, out_dir: Path, readings: Optional[Path] = Non
         put("qualitative/captions.md", Q.captions_markdown(captions).encode("utf-8"))
         wide = captions.pivot_table(index=["task", "sample_id"], columns="source", values="caption", aggfunc="first")
         wide = wide[["reference", *[c for c in wide.columns if c != "reference"]]].reset_index()
+        wide.columns.name = None
         body.append("<h3>Captions</h3>" + _df_html(wide))
 
     # 5. summary tables
