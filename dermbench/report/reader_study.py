@@ -110,14 +110,11 @@ def read_readings(path: Path) -> pd.DataFrame:
     return df
 
 
-def score_readings(readings: pd.DataFrame, path: Path, data_root: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Add ``truth`` and ``correct`` from each dataset's task (read through its adapter under ``data_root``).
-    Returns the scored readings and each dataset's class names."""
-    from dermbench.data.locate import load_task
+def study_cards(readings: pd.DataFrame, path: Path) -> dict:
+    """The task card of every dataset the readings name; each must be a classification task."""
     from dermbench.data.tasks import get_card, load_cards
 
-    truth: dict[tuple[str, str], str] = {}
-    classes: dict[str, list[str]] = {}
+    cards = {}
     for dataset in sorted(set(readings["dataset"])):
         row = readings.index[readings["dataset"] == dataset][0] + 2
         try:
@@ -128,6 +125,18 @@ def score_readings(readings: pd.DataFrame, path: Path, data_root: Path) -> tuple
         if not card.is_classification:
             raise ReadingsError(f"readings file {path}, row {row}, column 'dataset': task {dataset!r} is not a "
                                 "classification task; a reader study needs class answers")
+        cards[dataset] = card
+    return cards
+
+
+def score_readings(readings: pd.DataFrame, path: Path, data_root: Path) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Add ``truth`` and ``correct`` from each dataset's task (read through its adapter under ``data_root``).
+    Returns the scored readings and each dataset's class names."""
+    from dermbench.data.locate import load_task
+
+    truth: dict[tuple[str, str], str] = {}
+    classes: dict[str, list[str]] = {}
+    for dataset, card in study_cards(readings, path).items():
         try:
             data = load_task(data_root, card)
         except DatasetError as exc:
@@ -243,7 +252,7 @@ def analyse(readings_path: Path, results_dir: Path, model: Optional[str] = None,
     """Every statistic of the reader study (see :mod:`dermbench.stats.reader_study`)."""
     readings_path, results_dir = Path(readings_path), Path(results_dir)
     raw = read_readings(readings_path)
-    datasets = sorted(set(raw["dataset"]))
+    datasets = list(study_cards(raw, readings_path))  # unknown tasks fail here, naming the row
     model = model or default_model(results_dir, datasets)
     root = Path(data_root) if data_root else study_data_root(results_dir, model, datasets)
     scored, _ = score_readings(raw, readings_path, root)
