@@ -189,7 +189,7 @@ def ai_assistance(readings: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]
     return per_reader, summary
 
 
-def mixed_effects_round_effect(readings: pd.DataFrame) -> dict[str, Any]:
+def mixed_effects_round_effect(readings: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """The multi-reader multi-case analysis of accuracy: ``logit P(correct) = b0 + b1·[with AI] + u_reader +
     v_case`` with independent normal random intercepts for readers and for cases (dataset/image),
     fitted by statsmodels' ``BinomialBayesMixedGLM.fit_vb`` (variational Bayes, its default priors).
@@ -197,7 +197,8 @@ def mixed_effects_round_effect(readings: pd.DataFrame) -> dict[str, Any]:
     Returns b1 (log odds ratio of being correct with AI), its posterior sd, the odds ratio with the
     95% interval exp(b1 ± 1.96 sd), the two-sided normal p of b1 / sd, the sd of the reader and case
     effects, and the model's mean accuracy without and with AI for a typical reader and case
-    (u = v = 0). The optimiser starts from fixed values, so the fit is deterministic."""
+    (u = v = 0). ``fit_vb`` draws the starting values of the variational sds at random (fresh OS
+    entropy unless given a generator), so ``seed`` fixes them: the same readings give the same numbers."""
     from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
     check_scored(readings)
@@ -210,7 +211,7 @@ def mixed_effects_round_effect(readings: pd.DataFrame) -> dict[str, Any]:
                          "case": (readings["dataset"].astype(str) + "/" + readings["image"].astype(str)).to_numpy()})
     model = BinomialBayesMixedGLM.from_formula("correct ~ with_ai", {"reader": "0 + C(reader)", "case": "0 + C(case)"},
                                                data)
-    fit = model.fit_vb()
+    fit = model.fit_vb(rng=np.random.default_rng(seed))
     names = list(model.exog_names)
     i = names.index("with_ai")
     b0, b1 = float(fit.fe_mean[0]), float(fit.fe_mean[i])
@@ -228,7 +229,7 @@ def mixed_effects_round_effect(readings: pd.DataFrame) -> dict[str, Any]:
             "or_ci_low": math.exp(b1 - 1.959964 * sd), "or_ci_high": math.exp(b1 + 1.959964 * sd),
             "z": z, "p": float(2 * sps.norm.sf(abs(z))) if sd > 0 else math.nan,
             "reader_sd": float(vc.get("reader", math.nan)), "case_sd": float(vc.get("case", math.nan)),
-            "typical_accuracy_without": expit(b0), "typical_accuracy_with": expit(b0 + b1)}
+            "typical_accuracy_without": expit(b0), "typical_accuracy_with": expit(b0 + b1), "seed": seed}
 
 
 # ---------------------------------------------------------------------------------------------
