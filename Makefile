@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet --set seg-upernet.save_masks=true
 	$(BIN)/dermbench run --model dermino-tiny,random-vit --task ph2-cls,ddi --protocol robustness --quiet
 	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --protocol transfer --quiet
 	$(BIN)/dermbench leaderboard --format all --out leaderboards/dermsynth
+	$(BIN)/dermbench paper --results results/dermsynth --out leaderboards/dermsynth/paper
 
 test: install
 	$(BIN)/python -m pytest -q

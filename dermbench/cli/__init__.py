@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import sys
 
-from dermbench.cli import benchmark, calibration, data, federated, pretrain, reports  # noqa: F401  (they register commands)
+# each command module registers its commands on the root app when imported
+from dermbench.cli import benchmark  # noqa: F401
+from dermbench.cli import calibration  # noqa: F401
+from dermbench.cli import data  # noqa: F401
+from dermbench.cli import federated  # noqa: F401
+from dermbench.cli import paper  # noqa: F401
+from dermbench.cli import pretrain  # noqa: F401
+from dermbench.cli import reports  # noqa: F401
 from dermbench.cli._app import app
 
 

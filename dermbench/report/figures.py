@@ -4,6 +4,12 @@
 - :func:`bars_svg`: one bar per (task, model) with 95% CI whiskers, for one task group.
 - :func:`fairness_svg`: per-subgroup metric with CI whiskers, one marker series per model (Fig. 6a).
 - :func:`label_efficiency_svg`: metric against training fraction with CI bands, one panel per task (Fig. 6c).
+- :func:`reader_accuracy_svg`: model accuracy against training fraction over the readers' violins (Fig. 6c).
+- :func:`reader_paired_svg`: each reader's accuracy without and with AI, joined (Fig. 6d).
+- :func:`embedding_svg`: 2-D embedding maps (t-SNE), one panel per colouring.
+
+Every figure has a title and labelled axes; values are drawn ×100, labelled "(%)" for proportions
+and "(×100)" for CIDEr, which is not a proportion (:func:`axis_label`).
 
 Every function takes plain data (values are fractions, shown in percent), sorts nothing itself
 (callers pass sorted keys) and returns the SVG bytes. Reproducibility: a fixed ``svg.hashsalt``
@@ -51,9 +57,17 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100)
 
 
+def axis_label(metric_title: str) -> str:
+    """The axis label of a metric drawn ×100: CIDEr is a consensus score (0–10), not a proportion."""
+    return f"{metric_title} (×100)" if metric_title == "CIDEr" else f"{metric_title} (%)"
+
+
 def _render(fig, title: str) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "dermbench", "Title": title})
+    # bbox_inches='tight' grows the canvas to every artist (a legend outside the axes, long rotated
+    # labels), so nothing is clipped; it depends on the drawing only, so the bytes stay reproducible.
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "dermbench", "Title": title},
+                bbox_inches="tight", pad_inches=0.05)
     return buf.getvalue()
 
 
@@ -89,20 +103,23 @@ def heatmap_svg(title: str, models: Sequence[str], columns: Sequence[str], colum
                         color="black" if not np.isfinite(v) or 100 * v > mid else "white")
         ax.set_xticks(range(len(columns)), labels=list(column_titles), rotation=45, ha="right")
         ax.set_yticks(range(len(models)), labels=list(models))
+        ax.set_xlabel("task")
+        ax.set_ylabel("model")
         ax.set_title(title)
-        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(f"{metric_title} (%)")
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(axis_label(metric_title))
         fig.tight_layout()
         return _render(fig, title)
 
     return _with_rc(draw)
 
 
-def _finish_categorical(fig, ax, title: str, metric_title: str, n_columns: int, legend: bool) -> bytes:
+def _finish_categorical(fig, ax, title: str, metric_title: str, n_columns: int, legend: bool, x_label: str) -> bytes:
     """The common frame of the bar and fairness plots: limits, labels, legend outside, light y grid."""
     ax.set_xlim(-0.6, n_columns - 0.4)
-    ax.set_ylabel(f"{metric_title} (%)")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(axis_label(metric_title))
     ax.set_title(title)
-    if legend:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.grid(axis="y", linewidth=0.3, color="#cccccc")
     ax.set_axisbelow(True)
@@ -115,7 +132,8 @@ def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_t
     """Grouped bars (x: tasks, one bar per model) with 95% CI whiskers; a missing result is marked 'n/a'."""
 
     def draw():
-        fig = _figure(1.6 + 0.28 * max(len(columns), 1) * max(len(models), 1) + 0.4 * len(columns), 3.0)
+        # at least 3.6 in wide: a one-task group (federated, caption) otherwise leaves no room for the labels
+        fig = _figure(max(3.6, 1.6 + 0.28 * max(len(columns), 1) * max(len(models), 1) + 0.4 * len(columns)), 3.0)
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / max(len(models), 1)
         lows = [100 * c[0] for c in cells.values() if _ok(c[0])] + [100 * c[1] for c in cells.values() if _ok(c[1])]
@@ -136,7 +154,7 @@ def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_t
                                 elinewidth=0.7, capsize=1.5)
         ax.set_xticks(range(len(columns)), labels=list(column_titles), rotation=30, ha="right")
         ax.set_ylim(bottom=floor)
-        return _finish_categorical(fig, ax, title, metric_title, len(columns), legend=bool(labelled))
+        return _finish_categorical(fig, ax, title, metric_title, len(columns), legend=bool(labelled), x_label="task")
 
     return _with_rc(draw)
 
@@ -166,7 +184,7 @@ def fairness_svg(title: str, models: Sequence[str], subgroups: Sequence[str], su
                 ax.errorbar(xs, ys, yerr=[lo_err, hi_err], fmt="o", markersize=3.5, color=colour(i), ecolor=colour(i),
                             elinewidth=0.8, capsize=2.0, label=m)
         ax.set_xticks(range(len(subgroups)), labels=list(subgroup_titles))
-        return _finish_categorical(fig, ax, title, metric_title, len(subgroups), legend=bool(models))
+        return _finish_categorical(fig, ax, title, metric_title, len(subgroups), legend=bool(models), x_label="subgroup")
 
     return _with_rc(draw)
 
@@ -198,7 +216,7 @@ def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float]
             ax.set_xticks([100 * f for f in fractions], labels=[f"{100 * f:g}" for f in fractions])
             ax.set_xlabel("training images (%)")
             if k % cols == 0:
-                ax.set_ylabel(f"{metric_title} (%)")
+                ax.set_ylabel(axis_label(metric_title))
             ax.grid(linewidth=0.3, color="#cccccc")
         handles, labels = [], []
         for ax in fig.axes:
@@ -212,6 +230,110 @@ def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float]
                        ncols=min(len(labels), 5))
         fig.suptitle(title, x=0.02, ha="left")
         fig.tight_layout(rect=(0, 0, 1, 0.93))
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def reader_accuracy_svg(title: str, curves: Mapping[str, Mapping[float, float]], violins: Mapping[str, Sequence[float]],
+                        points: Mapping[str, float]) -> bytes:
+    """Fig. 6c: each model's accuracy against training fraction (``curves``: model -> fraction -> accuracy),
+    beside violins of the readers' accuracies per round (``violins``: round -> accuracies) and the compared
+    model's accuracy on the study images (``points``: model -> accuracy) as a dashed line across."""
+    import numpy as np
+
+    def draw():
+        fractions = sorted({f for c in curves.values() for f in c})
+        n_f = len(fractions)
+        fig = _figure(2.2 + 0.5 * n_f + 0.8 * len(violins), 3.2)
+        ax = fig.add_subplot(1, 1, 1)
+        models = sorted(curves)
+        for i, m in enumerate(models):
+            xs = [k for k, f in enumerate(fractions) if f in curves[m]]
+            ax.plot(xs, [100 * curves[m][fractions[k]] for k in xs], marker="o", markersize=3, linewidth=1.0,
+                    color=colour(i), label=f"{m} (training fraction)")
+        positions = [n_f + 0.6 + 1.4 * k for k in range(len(violins))]
+        for pos, (name, values) in zip(positions, violins.items()):
+            values = 100 * np.asarray(values, dtype=float)
+            if values.size > 1 and np.ptp(values) > 0:
+                body = ax.violinplot([values], positions=[pos], widths=0.7, showmedians=True)
+                for b in body["bodies"]:
+                    b.set_facecolor("#9ecae1" if name == "without-ai" else "#a1d99b")
+                    b.set_alpha(0.8)
+            ax.scatter(np.full(values.size, pos), values, s=5, color="#333333", zorder=3)
+        for j, (m, acc) in enumerate(sorted(points.items())):
+            ax.axhline(100 * acc, linestyle="--", linewidth=0.8, color="#d62728",
+                       label=f"{m} on the study images ({100 * acc:.1f}%)")
+        ticks = list(range(n_f)) + positions
+        labels = [f"{100 * f:g}%" for f in fractions] + [f"readers\n{name.replace('-ai', ' AI').replace('-', ' ')}" for name in violins]
+        ax.set_xticks(ticks, labels=labels)
+        ax.set_xlim(-0.6, (positions[-1] if positions else n_f - 1) + 0.8)
+        ax.set_xlabel("training images used by the model · readers")
+        ax.set_ylabel(axis_label("Accuracy"))
+        ax.set_title(title)
+        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
+        ax.set_axisbelow(True)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        fig.tight_layout()
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def reader_paired_svg(title: str, readers: Sequence[str], groups: Sequence[str], without: Sequence[float],
+                      with_ai: Sequence[float]) -> bytes:
+    """Fig. 6d: one line per reader from their accuracy without AI to their accuracy with AI, coloured by
+    experience group (in the order given)."""
+
+    def draw():
+        fig = _figure(4.2, 3.2)
+        ax = fig.add_subplot(1, 1, 1)
+        order = list(dict.fromkeys(groups))
+        seen: set[str] = set()
+        for r, g, a, b in zip(readers, groups, without, with_ai):
+            c = colour(order.index(g))
+            ax.plot([0, 1], [100 * a, 100 * b], marker="o", markersize=3, linewidth=0.8, color=c, alpha=0.85,
+                    label=None if g in seen else g)
+            seen.add(g)
+        ax.set_xticks([0, 1], labels=["without AI", "with AI"])
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_xlabel("round")
+        ax.set_ylabel(axis_label("Accuracy"))
+        ax.set_title(title)
+        ax.grid(axis="y", linewidth=0.3, color="#cccccc")
+        if seen:
+            ax.legend(title="experience", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        fig.tight_layout()
+        return _render(fig, title)
+
+    return _with_rc(draw)
+
+
+def embedding_svg(title: str, coords, panels: Sequence[tuple[str, Sequence[str]]]) -> bytes:
+    """2-D maps of the same points (``coords`` [N, 2]), one panel per colouring: ``(panel title, label per
+    point)``; each panel's legend lists its labels in sorted order."""
+    import numpy as np
+
+    def draw():
+        fig = _figure(3.6 * max(len(panels), 1) + 0.6, 3.6)
+        xy = np.asarray(coords, dtype=float)
+        for k, (panel_title, labels) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), k + 1)
+            names = sorted(set(labels))
+            labels = np.asarray(labels, dtype=object)
+            for i, name in enumerate(names):
+                sel = labels == name
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=colour(i), label=f"{name} ({int(sel.sum())})",
+                           linewidths=0)
+            ax.set_title(panel_title)
+            ax.set_xlabel("t-SNE 1")
+            ax.set_ylabel("t-SNE 2")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False, ncols=2, fontsize=6)
+        fig.suptitle(title, x=0.02, ha="left")
+        fig.tight_layout()
         return _render(fig, title)
 
     return _with_rc(draw)

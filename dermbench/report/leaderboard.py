@@ -23,7 +23,6 @@ same files.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -454,7 +453,6 @@ def to_latex(tables: Sequence[Table]) -> str:
     return "\n".join(out)
 
 
-BEST_ATTR = ' class="best"'
 
 
 def _html_legend() -> str:
@@ -464,39 +462,11 @@ def _html_legend() -> str:
 
 
 def to_html(tables: Sequence[Table], figures: Sequence[tuple[str, bytes]] = (), fairness_html: str = "",
-            sections_html: str = "") -> str:
-    """One self-contained page: inline CSS, figures as SVG data URIs, no scripts, no external requests."""
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dermbench leaderboard</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
-             "th,td{border:1px solid #ccc;padding:4px 8px;text-align:center}th{background:#f0f0f0}"
-             "td.best{font-weight:bold;background:#eaf5ea}caption{font-weight:bold;text-align:left;padding:4px 0}"
-             "figure{margin:1em 0 2em 0}figure img{max-width:100%}figcaption{font-size:0.9em;color:#444}</style>",
-             "</head><body><h1>dermbench leaderboard</h1>", _html_legend()]
-    for t in tables:
-        parts.append(f"<table><caption>{html.escape(t.title)}</caption><tr><th>model</th>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in _columns(t)) + "</tr>")
-        for m in t.models:
-            row = [f"<td>{html.escape(m)}</td>"]
-            for task in t.tasks:
-                text = _cell_text(t.cells.get((m, task)), worse=t.worse(m, task))
-                row.append(f"<td{BEST_ATTR if t.is_best(m, task) else ''}>{html.escape(text)}</td>")
-            if t.has_average:
-                text = _avg_text(t, m)
-                row.append(f"<td{BEST_ATTR if t.is_best(m, 'avg') else ''}>{html.escape(text)}</td>")
-            parts.append("<tr>" + "".join(row) + "</tr>")
-        parts.append("</table>")
-    if fairness_html:
-        parts.append(fairness_html)
-    if sections_html:
-        parts.append(sections_html)
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        for name, svg in figures:
-            data = base64.b64encode(svg).decode("ascii")
-            parts.append(f"<figure><img alt=\"{html.escape(name)}\" src=\"data:image/svg+xml;base64,{data}\">"
-                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            sections_html: str = "", kinds: Optional[dict[tuple[str, str], str]] = None) -> str:
+    """The interactive self-contained page of :mod:`dermbench.report.html` (inline CSS and script, SVG data URIs)."""
+    from dermbench.report.html import render_leaderboard
+
+    return render_leaderboard(tables, figures, fairness_html, sections_html, _html_legend(), kinds)
 
 
 def fairness_to_html(df) -> str:
@@ -679,7 +649,8 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     if "html" in formats:
         fairness_html = "\n".join(fairness_to_html(df) for df in parts)
         sections_html = "\n".join(s.html for s in sections if s.html)
-        files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html).encode("utf-8")))
+        kinds = {(r["task_group"], r["protocol"]): r["kind"] for r in records}
+        files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html, kinds).encode("utf-8")))
     files += figs
     for name, data in files:
         path = out_dir / name
