@@ -365,13 +365,12 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optiona
     for (model, task, proto), picked in select_results([r for r in iter_results(results_dir)
                                                         if str(r.get("model")) in wanted], selection).items():
         records.setdefault(model, {})[(task, proto)] = picked.record
-    if not records:  # name every model there in the error below
-        for r in iter_results(results_dir):
-            records.setdefault(str(r.get("model")), {})
     for label in (model_a, model_b):
         if label not in records:
-            raise ComparisonError(f"no results for model {label!r} in {results_dir}; models there: "
-                                  f"{', '.join(sorted(records)) or 'none'}")
+            there = sorted({str(r.get("model")) for r in iter_results(results_dir)})
+            raise ComparisonError(f"no results for model {label!r} in {results_dir}"
+                                  + (f" matching {selection.describe()}" if selection is not None else "")
+                                  + f"; models there: {', '.join(there) or 'none'}")
     if model_a == model_b:
         raise ComparisonError(f"compare needs two different models, got {model_a!r} twice")
     protocols = None if protocol is None else {p.strip() for p in str(protocol).split(",") if p.strip()}
