@@ -22,6 +22,7 @@ from dermbench.cli import federated  # noqa: F401
 from dermbench.cli import paper  # noqa: F401
 from dermbench.cli import pretrain  # noqa: F401
 from dermbench.cli import reports  # noqa: F401
+from dermbench.cli import results  # noqa: F401
 from dermbench.cli._app import app
 
 

@@ -51,6 +51,25 @@ def list_cmd(
         fail(f"cannot list {what!r}; choose models, tasks or protocols")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seed`` as a list: ``3``, ``0,1,2``, a range ``0-4`` (inclusive), or a mix ``0,5-7``."""
+    seeds: list[int] = []
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        try:
+            if "-" in part and not part.startswith("-"):
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                seeds += list(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            fail(f"--seed {text!r}: expected a seed (0), a list (0,1,2) or a range (0-4) of non-negative integers")
+    if not seeds or any(s < 0 for s in seeds):
+        fail(f"--seed {text!r}: expected a seed (0), a list (0,1,2) or a range (0-4) of non-negative integers")
+    return list(dict.fromkeys(seeds))
+
+
 @app.command()
 def run(
     model: List[str] = typer.Option(..., "--model", "-m", help="Backbone key(s); repeat or comma-separate."),
@@ -59,7 +78,8 @@ def run(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $DERMBENCH_DATA_ROOT, the config file, else DermSynth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random' for the untrained architecture."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default results/, or results/dermsynth on DermSynth)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of splits, bootstrap and training."),
+    seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads: 0, 0,1,2 or a range 0-4; one result per seed, all on the same split."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and of the shared bootstrap resamples."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute results that already exist."),
     split: str = typer.Option("default", "--split", help="default (the paper's seeded splits) | official"),
@@ -88,10 +108,11 @@ def run(
         select_tasks(task)
     except KeyError as exc:
         fail(str(exc.args[0]))
+    seeds = parse_seeds(seed)
     if split not in ("default", "official"):
         fail(f"--split {split!r}: expected 'default' or 'official'")
     settings = RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
-                           output=output, seed=seed, device=device, overwrite=overwrite, n_boot=n_boot,
+                           output=output, seed=seeds[0], seeds=seeds, split_seed=split_seed, device=device, overwrite=overwrite, n_boot=n_boot,
                            split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
                            synth_scale=synth_scale)
     from dermbench.data.sample import DatasetError

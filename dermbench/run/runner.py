@@ -3,8 +3,11 @@
 One loop for every protocol: load the task through its adapter, make (or reuse) the
 seeded split, run the protocol on cached frozen features, compute metrics with the
 shared bootstrap from the per-sample predictions, write the result atomically.
-Finished results are skipped unless ``overwrite``; a failure in one (task, protocol)
-is reported and the run goes on, and the run exits non-zero at the end.
+Every result is stored under its key (:mod:`dermbench.run.identity`: backbone and weights,
+task card, data, split, protocol settings and version, head seed, bootstrap replicates); a
+result whose key is already finished is skipped unless ``overwrite``, and results of other
+settings stay beside it. A failure in one (task, protocol) is reported and the run goes on,
+and the run exits non-zero at the end.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import ensure_folder, sha256_file
 from dermbench.protocols import get_protocol, is_available
 from dermbench.protocols.base import RunContext
+from dermbench.run.identity import result_identity, result_key
 from dermbench.run.results import as_stored, is_finished, now, provenance, result_paths, write_result
 from dermbench.data.splits import Split, make_split, write_split
-from dermbench.stats.bootstrap import DEFAULT_N_BOOT, shared_bootstrap_indices
+from dermbench.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_seed, shared_bootstrap_indices
 from dermbench.data.tasks import TaskCard, get_card, select_tasks
 
 
@@ -36,7 +40,7 @@ class RunSettings:
     data_root: Optional[Path] = None
     weights: Optional[str] = None  # None | 'random' | path (applies to every model given)
     output: Optional[Path] = None
-    seed: int = 0
+    seed: int = 0  # seed of the heads when ``seeds`` is not given
     device: str = "cpu"
     overwrite: bool = False
     n_boot: int = DEFAULT_N_BOOT
@@ -44,6 +48,12 @@ class RunSettings:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> {setting: value}
     progress: bool = True
     synth_scale: float = 1.0
+    seeds: Optional[list[int]] = None  # head seeds: one result per seed, all on the same split (None: [seed])
+    split_seed: int = 0  # seed of the split and of the shared bootstrap resamples
+
+    @property
+    def head_seeds(self) -> list[int]:
+        return list(dict.fromkeys(self.seeds)) if self.seeds else [self.seed]
 
 
 @dataclass
@@ -93,10 +103,20 @@ class TaskCache:
     def __init__(self, data_root: Path, results_dir: Path, seed: int, split_mode: str):
         self.data_root = data_root
         self.splits_dir = results_dir / "_splits"
-        self.seed = seed
+        self.seed = seed  # the split seed
         self.split_mode = split_mode
         self._data: dict[str, TaskData] = {}
         self._splits: dict[str, Split] = {}
+        self._hashes: dict[str, str] = {}
+
+    def data_sha256(self, card: TaskCard) -> str:
+        """Hash of the task's samples and image contents (part of every result's key)."""
+        if card.name not in self._hashes:
+            from dermbench.features.cache import _HASHES
+            from dermbench.run.identity import data_sha256
+
+            self._hashes[card.name] = data_sha256(self.data(card).samples, _HASHES)
+        return self._hashes[card.name]
 
     def data(self, card: TaskCard) -> TaskData:
         if card.name not in self._data:
@@ -168,7 +188,7 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
     results_dir = Path(settings.output) if settings.output else default_results_dir(None if source.startswith("default") else data_root)
     ensure_folder(results_dir)  # an unwritable results folder fails here, before any work, naming the path
     log(f"Results: {results_dir}")
-    tasks = TaskCache(data_root, results_dir, settings.seed, settings.split_mode)
+    tasks = TaskCache(data_root, results_dir, settings.split_seed, settings.split_mode)
     features = _feature_cache()
     outcomes: list[Outcome] = []
 
@@ -192,19 +212,27 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
                         f"runs on this task; its card lists: {', '.join(card.protocols)}")
                 continue
             for protocol_name in protocols:
-                outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,
-                                   results_dir, device, explicit, log)
-                outcomes.append(outcome)
+                for head_seed in settings.head_seeds:
+                    outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,
+                                       results_dir, device, explicit, log, head_seed)
+                    outcomes.append(outcome)
     _summarise(outcomes, log)
     return outcomes
 
 
+def contamination(card: TaskCard, entry, weights: Optional[str]):
+    """Whether the weights saw this task's training images: True / False, or 'unknown' for a weights
+    file of unknown origin. Untrained weights (``--weights random``, random-vit) saw nothing."""
+    if weights == "random" or entry.meta.key == "random-vit":
+        return False
+    if weights is not None:
+        return "unknown"
+    return card.name in entry.meta.seen_tasks
+
+
 def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features, results_dir, device,
-             explicit, log) -> Outcome:
-    where = f"{label} · {card.name} · {protocol_name}"
-    if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name):
-        log(f"{where}: finished earlier, skipped (use --overwrite to recompute)")
-        return Outcome(label, card.name, protocol_name, "skipped", "finished earlier")
+             explicit, log, head_seed: int = 0) -> Outcome:
+    where = f"{label} · {card.name} · {protocol_name}" + (f" · seed {head_seed}" if len(settings.head_seeds) > 1 else "")
     if not is_available(protocol_name):
         msg = f"protocol {protocol_name!r} is not available in this version of dermbench"
         log(f"{where}: skipped, {msg}")
@@ -218,6 +246,7 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
             return Outcome(label, card.name, protocol_name, "skipped", msg)
         data = tasks.data(card)
         split = tasks.split(card)
+        data_hash = tasks.data_sha256(card)
     except DatasetError as exc:
         if card.name in explicit:
             raise
@@ -225,10 +254,26 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
         return Outcome(label, card.name, protocol_name, "skipped", str(exc))
 
     started = now()
-    config = protocol.resolve_config({**protocol.data_defaults(data), **(settings.overrides.get(protocol_name) or {})})
-    paths = result_paths(results_dir, label, card.name, protocol_name)
+    overrides = settings.overrides.get(protocol_name) or {}
+    config = protocol.resolve_config({**protocol.data_defaults(data), **overrides})
+    try:
+        backbone = get_backbone()  # the weights' sha256 is part of the key
+    except Exception as exc:
+        log(f"{where}: FAILED: {type(exc).__name__}: {exc}")
+        return Outcome(label, card.name, protocol_name, "failed", f"{type(exc).__name__}: {exc}")
+    identity = result_identity(
+        backbone=entry.meta.key, weights_sha256=backbone.weights_sha256, task=card.name, task_card_sha256=card.sha256,
+        data_sha256=data_hash, split_rule=split.rule, split_seed=split.seed, split_sha256=split.sha256,
+        protocol=protocol_name, protocol_version=protocol.VERSION, settings=config, head_seed=head_seed,
+        n_boot=settings.n_boot, bootstrap_seed=bootstrap_seed(card.name, split.sha256, split.seed),
+        overrides=overrides, split_mode=settings.split_mode)
+    key = result_key(identity)
+    if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name, key):
+        log(f"{where}: finished earlier with these settings (result {key[:12]}), skipped (use --overwrite to recompute)")
+        return Outcome(label, card.name, protocol_name, "skipped", "finished earlier")
+    paths = result_paths(results_dir, label, card.name, protocol_name, key)
     ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=features,
-                     seed=settings.seed, device=device, config=config, artifacts_dir=paths["artifacts"],
+                     seed=head_seed, device=device, config=config, artifacts_dir=paths["artifacts"],
                      progress=settings.progress,
                      load_task=lambda name: (tasks.data(get_card(name)), tasks.split(get_card(name))))
     try:
@@ -237,32 +282,34 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
         stratified = out.kind == "classification"
         strata = protocol.bootstrap_strata(predictions) if stratified else None
         boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
-            results_dir / "_bootstrap", card.name, split.sha256, settings.seed, len(split.test), strata, settings.n_boot)
+            results_dir / "_bootstrap", card.name, split.sha256, split.seed, len(split.test), strata, settings.n_boot)
         from dermbench.stats.evaluation import evaluate_result
 
         metrics = evaluate_result(protocol, out.kind, predictions, boot_idx)
-        backbone = get_backbone()
         record = {
-            "model": label,
+            "model": label, "result_key": key, "identity": identity,
             "backbone": {**entry.meta.to_dict(), "weights_sha256": backbone.weights_sha256,
                          "fingerprint": backbone.fingerprint(), "num_params": backbone.num_params(),
                          "variant": backbone.variant},
             "task": card.name, "task_title": card.title, "task_group": card.group, "task_card_sha256": card.sha256,
             "protocol": protocol_name, "kind": out.kind, "classes": list(data.classes),
-            "n_train": out.n_train, "n_test": out.n_test, "seed": settings.seed, "main_metric": card.main_metric,
+            "n_train": out.n_train, "n_test": out.n_test, "seed": head_seed, "split_seed": split.seed,
+            "main_metric": card.main_metric,
             "metrics": metrics,
             "split": {"rule": split.rule, "seed": split.seed, "path": os.path.relpath(split.path, results_dir),
                       "sha256": split.sha256, "notes": split.notes},
             "split_sha256": split.sha256,
             "bootstrap": {"n_boot": int(boot_idx.shape[0]), "path": os.path.relpath(boot_path, results_dir),
                           "sha256": boot_sha, "stratified": stratified},
-            "data": {"root": str(tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples)},
-            "contaminated": card.name in entry.meta.seen_tasks,
+            "data": {"root": str(tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples),
+                     "sha256": data_hash},
+            "contaminated": contamination(card, entry, settings.weights),
             "skipped": [list(s) for s in data.skipped],
             "info": out.info,
             "artifacts": out.artifacts,
-            "provenance": provenance({"protocol": config, "weights": settings.weights, "split_mode": settings.split_mode,
-                                      "n_boot": settings.n_boot}, device, started),
+            "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
+                                      "split_mode": settings.split_mode, "n_boot": settings.n_boot,
+                                      "head_seed": head_seed, "split_seed": split.seed}, device, started),
         }
         tables = {name: as_stored(_with_groups(t, data)) for name, t in out.tables.items()}
         write_result(results_dir, record, predictions, tables)
