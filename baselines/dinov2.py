@@ -13,7 +13,8 @@ different embeddings; see docs/backbones.md.)
 Accepted release formats (detected from the keys, not the file name):
 - timm ``vit_base_patch14_dinov2.lvd142m`` (``model.safetensors``),
 - torch.hub ``dinov2_vitb14_pretrain.pth`` (DINOv2's own keys, which timm shares, plus ``mask_token``),
-- transformers ``facebook/dinov2-base`` (``embeddings.*``, ``encoder.layer.N.*``, ``layernorm.*``).
+- transformers ``facebook/dinov2-base`` (``embeddings.*``, ``encoder.layer.N.*``, ``layernorm.*``; the hub
+  file's ``attention.attention.query`` naming and transformers 5's ``attention.q_proj`` alike).
 """
 from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
@@ -93,11 +94,13 @@ def transformers_dinov2_to_timm(state: dict) -> dict:
             out["norm." + k.rsplit(".", 1)[1]] = value
         elif m:
             i, rest = m.group(1), m.group(2)
-            a = re.match(r"attention\.attention\.(query|key|value)\.(weight|bias)$", rest)
+            # hub file (and transformers 4): attention.attention.query; transformers 5 saves attention.q_proj
+            a = re.match(r"attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)$", rest)
             if a:
-                qkv.setdefault((i, a.group(2)), {})[a.group(1)] = value
+                part = a.group(1) or {"q": "query", "k": "key", "v": "value"}[a.group(2)]
+                qkv.setdefault((i, a.group(3)), {})[part] = value
                 continue
-            rest = (rest.replace("attention.output.dense.", "attn.proj.")
+            rest = (rest.replace("attention.output.dense.", "attn.proj.").replace("attention.o_proj.", "attn.proj.")
                     .replace("layer_scale1.lambda1", "ls1.gamma").replace("layer_scale2.lambda1", "ls2.gamma"))
             out[f"blocks.{i}.{rest}"] = value
         elif k.startswith("pooler."):

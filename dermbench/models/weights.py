@@ -149,6 +149,10 @@ def load_state_dict_file(path: Path, mmap: bool = False) -> dict:
     import torch
 
     try:
+        if path.name.endswith(".safetensors"):
+            # torch.load itself picks safetensors by this suffix; a file object makes it read the content
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and fmt == TORCH_ZIP)
     except Exception as exc:
         raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({fmt}; {type(exc).__name__}: {exc})") from exc
@@ -188,6 +192,8 @@ def load_weights_into(module, meta: BackboneMeta, weights: Optional[str],
     log = _LOAD_TARGETS.get()
     if log is not None:
         log.append(LoadTarget(module=module, meta=meta, convert=convert))
+        if log.dry:  # only the architecture is wanted (it may live on the meta device): no file, no hash
+            return "architecture-only"
     path = resolve_weights(meta, weights)
     if path == "random":
         return "random:" + sha256_state_dict(module.state_dict())[:16]
@@ -210,11 +216,18 @@ class LoadTarget:
 _LOAD_TARGETS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("dermbench_load_targets", default=None)
 
 
+class _LoadLog(list):
+    dry = False
+
+
 @contextlib.contextmanager
-def recording_load_targets():
+def recording_load_targets(dry: bool = False):
     """Inside this block every :func:`load_weights_into` call is recorded: building a backbone with
-    ``weights='random'`` then tells which module and converter a release file would go through."""
-    log: list[LoadTarget] = []
+    ``weights='random'`` then tells which module and converter a release file would go through.
+    ``dry``: load nothing and hash nothing, so that the backbone can be built on ``torch.device('meta')``
+    (its parameters' names and shapes without allocating or initialising them)."""
+    log = _LoadLog()
+    log.dry = dry
     token = _LOAD_TARGETS.set(log)
     try:
         yield log
