@@ -6,6 +6,7 @@ and writes what the authors ship. Upstream sources of each format are named per 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -131,3 +132,28 @@ def write_release_file(key: str, state: dict, folder: Path, clip_state: dict | N
 def zeros_like_meta(state: dict) -> dict:
     """Real (zero) tensors with the shapes of a meta-device state dict: full-size files without an init."""
     return {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in state.items()}
+
+
+def random_like_target(key: str, seed: int = 0, overrides: dict | None = None) -> dict:
+    """Random tensors shaped like ``key``'s load target, built on the meta device (no slow init):
+    norms near 1, LayerScale in (0, 1), everything else N(0, 0.02)."""
+    from dermbench.models.weights_check import architecture_module
+
+    module, _, _ = architecture_module(key)
+    g = torch.Generator().manual_seed(seed)
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    shapes.update(overrides or {})
+    out = {}
+    for k, shape in shapes.items():
+        dtype = module.state_dict()[k].dtype if k in module.state_dict() else torch.float32
+        if not dtype.is_floating_point:  # BatchNorm's num_batches_tracked
+            out[k] = torch.zeros(shape, dtype=dtype)
+        elif k.endswith("running_var"):
+            out[k] = torch.ones(shape)
+        elif re.search(r"(norm\d?|bn\d|downsample\.1)\.weight$|^norm\.weight$", k):
+            out[k] = 1 + 0.1 * torch.randn(shape, generator=g)
+        elif k.endswith(".gamma"):
+            out[k] = torch.rand(shape, generator=g)
+        else:
+            out[k] = 0.02 * torch.randn(shape, generator=g)
+    return out
