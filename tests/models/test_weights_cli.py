@@ -3,7 +3,6 @@ released) through `weights check`; a few through `dermbench run --weights FILE -
 from __future__ import annotations
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from dermbench.cli import app
