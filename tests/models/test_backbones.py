@@ -211,7 +211,8 @@ def test_sam_encoder_batches_stay_small_and_features_do_not_depend_on_it(tmp_pat
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(path)
         samples.append(Sample(id=str(i), image=path, label=0))
     seen = []
-    bb.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    # the global feature runs patch_embed + blocks (no neck): count the images entering the encoder there
+    bb.encoder.patch_embed.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
     batched = FeatureCache(tmp_path / "a").get(bb, samples, batch_size=32)
     assert seen and max(seen) <= 2 and sum(seen) == 5
     bb.max_batch_size = 1
