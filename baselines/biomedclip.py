@@ -13,6 +13,9 @@ META = BackboneMeta(
     weights_source="hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 (open_clip)",
     hub_id="microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", weights_filename="open_clip_pytorch_model.bin",
     pretraining_datasets=("PMC-15M",),
+    global_feature="CLS token of the timm trunk @ Linear(768->512, no bias) (open_clip TimmModel, pool '', proj 'linear'); "
+                   "projection=False gives the 768-d CLS",
+    preprocessing_source="open_clip_config.json of the hub repo: image_size 224, shortest-side resize + centre crop, bicubic, OpenAI mean/std",
     citation="Zhang et al., BiomedCLIP: a multimodal biomedical foundation model pretrained from fifteen million scientific image-text pairs, 2023",
 )
 

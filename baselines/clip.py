@@ -9,8 +9,16 @@ META = BackboneMeta(
     key="clip", architecture="CLIP ViT-B/16 image tower (OpenAI)", embed_dim=512, input_size=224,
     mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, resize_mode="shortest_crop", crop_pct=1.0, interpolation="bicubic",
     patch_size=16, grid=(14, 14), token_dim=768, level_indices=(2, 5, 8, 11), level_channels=(768,) * 4, licence="MIT",
-    weights_source="timm vit_base_patch16_clip_quickgelu_224.openai (open_clip ('ViT-B-16', 'openai'); HF openai/clip-vit-base-patch16)",
-    hub_id="timm/vit_base_patch16_clip_quickgelu_224.openai", weights_filename="open_clip_pytorch_model.bin",
+    weights_source="HF timm/vit_base_patch16_clip_224.openai (open_clip ('ViT-B-16', 'openai') and timm's "
+                   "vit_base_patch16_clip_quickgelu_224.openai both resolve to it); OpenAI's ViT-B-16.pt",
+    # timm's pretrained_cfg maps the quickgelu configuration onto the plain model's hub repo:
+    # there is no timm/vit_base_patch16_clip_quickgelu_224.openai repository
+    hub_id="timm/vit_base_patch16_clip_224.openai", weights_filename="open_clip_pytorch_model.bin",
+    alternative_hub=(("timm/vit_base_patch16_clip_224.openai", "model.safetensors"),),
+    global_feature="ln_post(CLS) @ proj (512), open_clip's encode_image without normalisation; "
+                   "projection=False gives the 768-d vector before the projection",
+    preprocessing_source="open_clip/transform.py::image_transform (resize shortest side 224, bicubic, centre crop; "
+                         "OpenAI mean/std)",
     pretraining_datasets=("OpenAI WIT-400M",),
     citation="Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021",
 )

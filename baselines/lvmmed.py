@@ -2,9 +2,18 @@
 
 ResNet-50: a torchvision-format state dict (``lvmmed_resnet.torch``); timm's resnet50 uses the same
 names, so it loads strictly once the classifier ``fc.*`` is set aside.
-ViT: SAM's ViT-B image encoder (segment-anything's ImageEncoderViT, 1024 px, windowed attention
-with global attention at blocks 2, 5, 8, 11, neck to 256 channels); the global feature is the
-average-pooled neck output.
+ViT: SAM's ViT-B image encoder (segment-anything's ImageEncoderViT, windowed attention with global
+attention at blocks 2, 5, 8, 11, relative positions, neck to 256 channels) built as upstream builds
+it, with ``use_abs_pos=False`` (``segment_anything/our_vit.py`` in LVM-Med): the release has no
+``pos_embed`` and upstream loads it strictly.
+
+Two feature definitions, as upstream uses the encoder two ways:
+- classification (``forward_global``; upstream ``classification_VIT/train_SAMVIT_classification.py``):
+  the image squashed to 224 x 224, the last block's 14 x 14 tokens average-pooled, 768-d, no neck.
+  SAM's relative-position tables are sized for 64 x 64 tokens; segment-anything's ``get_rel_pos``
+  resamples them to the 14 x 14 grid, as it does upstream.
+- segmentation (``forward_tokens`` = neck output, 256 ch; ``forward_levels`` = block outputs, 768 ch)
+  at 1024 px (``seg_input_size``), the resolution SAM's encoder and LVM-Med's segmentation use.
 """
 from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
@@ -17,14 +26,24 @@ META = BackboneMeta(
     level_indices=(1, 2, 3, 4), level_channels=(256, 512, 1024, 2048), licence="CC BY-NC-ND 4.0",
     weights_source="Google Drive lvmmed_resnet.torch (LVM-Med README); HF mirror ngctnnnn/lvmmed_rn50",
     weights_filename="lvmmed_resnet.torch", pretraining_datasets=DATASETS, citation=CITATION,
+    global_feature="global average pool of layer4 (2048), torchvision ResNet-50 with fc removed, as "
+                   "classification_R50/train_R50_classification.py",
+    preprocessing_source="classification_R50/train_R50_classification.py: Resize((224, 224)) (bilinear), ImageNet mean/std",
 )
 
+SEG_INPUT_SIZE = 1024  # SAM's encoder resolution; LVM-Med's segmentation runs the encoder there
+
 META_VIT = BackboneMeta(
-    key="lvmmed-vit", architecture="LVM-Med SAM ViT-B image encoder (1024 px)", embed_dim=256, input_size=1024,
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_mode="squash", crop_pct=1.0, interpolation="bilinear",
-    patch_size=16, grid=(64, 64), token_dim=256, level_indices=(2, 5, 8, 11), level_channels=(768,) * 4,
-    licence="CC BY-NC-ND 4.0", weights_source="Google Drive lvmmed_vit.pth (LVM-Med README); HF mirror ngctnnnn/lvmmed_vit",
+    key="lvmmed-vit", architecture="LVM-Med SAM ViT-B image encoder (no absolute pos-embed; 224 px global, 1024 px segmentation)",
+    embed_dim=768, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_mode="squash", crop_pct=1.0,
+    interpolation="bilinear", patch_size=16, grid=(14, 14), token_dim=256, level_indices=(2, 5, 8, 11),
+    level_channels=(768,) * 4, licence="CC BY-NC-ND 4.0",
+    weights_source="Google Drive lvmmed_vit.pth (LVM-Med README); HF mirror ngctnnnn/lvmmed_vit",
     weights_filename="lvmmed_vit.pth", pretraining_datasets=DATASETS, citation=CITATION,
+    global_feature="upstream classification feature: 224 px input, no neck, last-block tokens average-pooled (768) "
+                   "(classification_VIT/train_SAMVIT_classification.py); segmentation uses the 256-ch neck output "
+                   "and block outputs [2, 5, 8, 11] at 1024 px",
+    preprocessing_source="classification_VIT/train_SAMVIT_classification.py: Resize((224, 224)) (bilinear), ImageNet mean/std",
 )
 
 
@@ -53,8 +72,9 @@ def sam_encoder_keys(state: dict) -> dict:
 
 
 @register_backbone(META_VIT)
-def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = 1024):
-    """``depth``/``img_size`` exist for tests (a reduced encoder through the same code path)."""
+def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = SEG_INPUT_SIZE):
+    """``depth``/``img_size`` exist for tests (a reduced encoder through the same code path);
+    ``img_size`` is the encoder's native (segmentation) resolution."""
     import torch
     from segment_anything.modeling import ImageEncoderViT
 
@@ -65,6 +85,7 @@ def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = 1024
     with seeded(0):
         encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=768, depth=depth, num_heads=12,
                                   mlp_ratio=4, out_chans=256, qkv_bias=True, use_rel_pos=True, window_size=14,
+                                  use_abs_pos=False,  # as LVM-Med builds it: the release has no pos_embed
                                   global_attn_indexes=global_blocks,
                                   norm_layer=lambda d: torch.nn.LayerNorm(d, eps=1e-6))
     sha = load_weights_into(encoder, meta, weights, sam_encoder_keys)
@@ -75,29 +96,33 @@ def build_vit(weights=None, meta=META_VIT, depth: int = 12, img_size: int = 1024
         max_batch_size = 2
 
         def __init__(self):
-            super().__init__(meta, sha, variant={"depth": depth, "img_size": img_size})
+            super().__init__(meta, sha, variant={"depth": depth, "img_size": img_size, "global": "blocks-avgpool-768"})
             self.encoder = encoder
             self.levels = tuple(i for i in meta.level_indices if i < depth)
             self.freeze()
 
-        def forward_tokens(self, x):
-            return self.encoder(x)  # neck output [B, 256, H/16, W/16]
-
-        def forward_global(self, x):
-            return self.forward_tokens(x).mean(dim=(2, 3))
-
-        def forward_levels(self, x, indices=None):
-            wanted = list(indices if indices is not None else self.levels)
+        def _blocks(self, x, wanted=()):
+            """Last block's output [B, H/16, W/16, 768] and the outputs of the blocks in ``wanted``."""
             enc = self.encoder
             h = enc.patch_embed(x)
-            if enc.pos_embed is not None:
+            if enc.pos_embed is not None:  # None: built as upstream, without absolute positions
                 h = h + enc.pos_embed
             out = []
             for i, blk in enumerate(enc.blocks):
                 h = blk(h)
                 if i in wanted:
                     out.append(h.permute(0, 3, 1, 2))
-            return out
+            return h, out
+
+        def forward_tokens(self, x):
+            return self.encoder(x)  # neck output [B, 256, H/16, W/16]
+
+        def forward_global(self, x):
+            # upstream classification: the blocks' 768-d tokens average-pooled, no neck
+            return self._blocks(x)[0].mean(dim=(1, 2))
+
+        def forward_levels(self, x, indices=None):
+            return self._blocks(x, list(indices if indices is not None else self.levels))[1]
 
     backbone = SamBackbone()
     backbone.seg_input_size = img_size

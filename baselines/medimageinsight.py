@@ -8,7 +8,19 @@ timm's Florence-2 converter maps to timm's DaVit; ``image_projection`` (2048 x 1
 and ``logit_scale`` are set aside. The key format is taken from timm's Florence converter and
 the UniCL code; it has not been checked against the real 2.46 GB file (not downloadable here) —
 a strict load reports any key the conversion misses.
+
+The release file is safetensors despite its ``.pt`` suffix (upstream ``UniCLModel.from_pretrained``
+reads it with ``safetensors.torch.load_file``); dermbench detects the format by content.
+Older checkpoints name things differently, and upstream renames them before loading
+(``UniCLModel._convert_old_weights``: ``visual.`` -> ``image_encoder.``, ``vision_projection`` ->
+``image_projection``; ``davit_v1.py::DaViT._try_remap_keys``: ``conv_embeds`` -> ``convs``,
+``main_blocks`` -> ``blocks``, and inside a block ``0.*`` / ``1.*`` -> ``spatial_block.*`` /
+``channel_block.*`` with ``cpe.0.proj`` / ``cpe.1.proj`` -> ``conv1.fn.dw`` / ``conv2.fn.dw``,
+``attn`` -> ``window_attn.fn`` / ``channel_attn.fn``, ``mlp`` -> ``ffn.fn.net``, ``norm1`` / ``norm2``
+-> the attention's / ffn's ``norm``): :func:`remap_old_unicl_keys` accepts those names too.
 """
+import re
+
 from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD, BackboneMeta, register_backbone
 
 META = BackboneMeta(
@@ -18,11 +30,45 @@ META = BackboneMeta(
     licence="MIT (lion-ai/MedImageInsights re-host)",
     weights_source="Azure AI Foundry (official); HF re-host lion-ai/MedImageInsights: 2024.09.27/vision_model/medimageinsigt-v1.0.0.pt",
     hub_id="lion-ai/MedImageInsights", weights_filename="2024.09.27/vision_model/medimageinsigt-v1.0.0.pt",
+    global_feature="UniCLModel.encode_image without normalisation: DaViT forward_features (token average pool + "
+                   "LayerNorm, 2048) @ image_projection (1024)",
+    preprocessing_source="2024.09.27/config.yaml IMAGE_ENCODER (IMAGE_SIZE 480x480, ImageNet mean/std), TEST.CENTER_CROP "
+                         "false: squash resize to 480, bicubic",
     pretraining_datasets=("3.7M+ medical images with text or labels across 14 domains",),
     citation="Codella et al., MedImageInsight: An Open-Source Embedding Model for General Domain Medical Imaging, 2024",
 )
 ARCH = dict(depths=(1, 1, 9, 1), embed_dims=(256, 512, 1024, 2048), num_heads=(8, 16, 32, 64), window_size=12,
             down_kernel_size=3, channel_attn_v2=True, named_blocks=True)
+
+
+# Older DaViT block naming: main_blocks.<stage>.<block>.<0 = spatial | 1 = channel>.<part>
+_OLD_BLOCK = re.compile(r"^(?P<pre>(?:image_encoder\.)?blocks\.\d+\.\d+)\.(?P<kind>[01])\.(?P<part>cpe\.[01]\.proj|attn|mlp|norm1|norm2)\.")
+_OLD_PART = {
+    ("0", "cpe.0.proj"): "spatial_block.conv1.fn.dw", ("0", "cpe.1.proj"): "spatial_block.conv2.fn.dw",
+    ("0", "attn"): "spatial_block.window_attn.fn", ("0", "mlp"): "spatial_block.ffn.fn.net",
+    ("0", "norm1"): "spatial_block.window_attn.norm", ("0", "norm2"): "spatial_block.ffn.norm",
+    ("1", "cpe.0.proj"): "channel_block.conv1.fn.dw", ("1", "cpe.1.proj"): "channel_block.conv2.fn.dw",
+    ("1", "attn"): "channel_block.channel_attn.fn", ("1", "mlp"): "channel_block.ffn.fn.net",
+    ("1", "norm1"): "channel_block.channel_attn.norm", ("1", "norm2"): "channel_block.ffn.norm",
+}
+
+
+def remap_old_unicl_keys(state: dict) -> dict:
+    """Older UniCL / DaViT key names -> the current ones (see the module docstring for the upstream source)."""
+    out = {}
+    for key, value in state.items():
+        k = key
+        if k.startswith("visual."):
+            k = "image_encoder." + k[len("visual."):]
+        elif k == "vision_projection":
+            k = "image_projection"
+        k = re.sub(r"^(image_encoder\.)?conv_embeds\.", r"\1convs.", k)
+        k = re.sub(r"^(image_encoder\.)?main_blocks\.", r"\1blocks.", k)
+        m = _OLD_BLOCK.match(k)
+        if m:
+            k = f"{m.group('pre')}.{_OLD_PART[(m.group('kind'), m.group('part'))]}." + k[m.end():]
+        out[k] = value
+    return out
 
 
 def unicl_to_timm(state: dict) -> dict:
@@ -31,7 +77,7 @@ def unicl_to_timm(state: dict) -> dict:
 
     from dermbench.models.weights import unwrap
 
-    state = unwrap(state)
+    state = remap_old_unicl_keys(unwrap(state))
     encoder = {"vision_tower." + k[len("image_encoder."):]: v for k, v in state.items() if k.startswith("image_encoder.")}
     if not encoder or "image_projection" not in state:
         raise KeyError("expected 'image_encoder.*' and 'image_projection' keys (MedImageInsight vision_model file)")

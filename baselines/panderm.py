@@ -12,37 +12,52 @@ from dermbench.models.registry import IMAGENET_MEAN, BackboneMeta, register_back
 PANDERM_STD = (0.228, 0.224, 0.225)  # as in PanDerm's code
 CITATION = "Yan et al., A Multimodal Vision Foundation Model for Clinical Dermatology (PanDerm), Nature Medicine 2025"
 DATASETS = ("2M+ dermatology images from 11 institutions (PanDerm collection)",)
+GLOBAL_FEATURE = ("final-norm CLS token, as upstream VisionTransformer.forward_features with lin_probe and "
+                  "linear_type='standard' (classification/models/modeling_finetune.py)")
+# transforms.Resize(256) without an interpolation argument = bilinear; then CenterCrop(224)
+PREPROCESSING_SOURCE = ("PanDerm evaluation transform: Resize(256) (torchvision default, bilinear) -> CenterCrop(224), "
+                        "mean ImageNet, std (0.228, 0.224, 0.225)")
 
 META_LARGE = BackboneMeta(
     key="panderm", architecture="PanDerm ViT-L/16 (CAEv2)", embed_dim=1024, input_size=224, mean=IMAGENET_MEAN,
-    std=PANDERM_STD, resize_mode="shortest_crop", crop_pct=0.875, interpolation="bicubic", patch_size=16,
+    std=PANDERM_STD, resize_mode="shortest_crop", crop_pct=0.875, interpolation="bilinear", patch_size=16,
     grid=(14, 14), level_indices=(7, 11, 15, 23), level_channels=(1024,) * 4, licence="CC BY-NC-ND 4.0",
+    global_feature=GLOBAL_FEATURE, preprocessing_source=PREPROCESSING_SOURCE,
     weights_source="Google Drive panderm_ll_data6_checkpoint-499.pth (PanDerm README, github SiyuanYan1/PanDerm)",
     weights_filename="panderm_ll_data6_checkpoint-499.pth", pretraining_datasets=DATASETS, citation=CITATION,
 )
 META_BASE = BackboneMeta(
     key="panderm-base", architecture="PanDerm ViT-B/16 (CAEv2)", embed_dim=768, input_size=224, mean=IMAGENET_MEAN,
-    std=PANDERM_STD, resize_mode="shortest_crop", crop_pct=0.875, interpolation="bicubic", patch_size=16,
+    std=PANDERM_STD, resize_mode="shortest_crop", crop_pct=0.875, interpolation="bilinear", patch_size=16,
     grid=(14, 14), level_indices=(3, 5, 7, 11), level_channels=(768,) * 4, licence="CC BY-NC-ND 4.0",
+    global_feature=GLOBAL_FEATURE, preprocessing_source=PREPROCESSING_SOURCE,
     weights_source="Google Drive panderm_bb_data6_checkpoint-499.pth (PanDerm README, github SiyuanYan1/PanDerm)",
     weights_filename="panderm_bb_data6_checkpoint-499.pth", pretraining_datasets=DATASETS, citation=CITATION,
 )
 ARCH = {"panderm": dict(embed_dim=1024, depth=24, num_heads=16), "panderm-base": dict(embed_dim=768, depth=12, num_heads=12)}
 
 
-def sincos_pos_embed(embed_dim: int, grid: int):
-    """Fixed 2-D sine-cosine position embedding with a zero row for the class token: [1, 1 + grid², D]."""
+def sincos_pos_embed(embed_dim: int, grid: int, temperature: float = 10000.0):
+    """PanDerm's fixed 2-D sine-cosine position embedding, [1, 1 + grid², D], zero row for the class token.
+
+    The layout of upstream ``VisionTransformer.build_2d_sincos_position_embedding``
+    (PanDerm ``classification/models/modeling_finetune.py``): ``torch.meshgrid(grid_w, grid_h)`` with
+    its default 'ij' indexing, so the coordinate upstream calls ``w`` is the token's *row*; each vector
+    is ``[sin(row·ω), cos(row·ω), sin(col·ω), cos(col·ω)]`` with ω = 1 / T^(k / (D/4)), computed in
+    float32. Only a fallback: release checkpoints carry ``pos_embed`` (upstream keeps it as a
+    parameter, so it is in every state dict) and the file's own tensor is what gets loaded.
+    """
     import torch
 
-    def one_dim(dim: int, pos):
-        omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
-        out = pos.reshape(-1, 1).double() * omega[None]
-        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
-
-    coords = torch.arange(grid, dtype=torch.float64)
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")
-    emb = torch.cat([one_dim(embed_dim // 2, gx), one_dim(embed_dim // 2, gy)], dim=1)
-    return torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), emb]).float()[None]
+    if embed_dim % 4:
+        raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {embed_dim}")
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # token t = row * grid + col
+    quarter = embed_dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    by_row, by_col = rows.flatten()[:, None] * omega[None], cols.flatten()[:, None] * omega[None]
+    patches = torch.cat([torch.sin(by_row), torch.cos(by_row), torch.sin(by_col), torch.cos(by_col)], dim=1)
+    return torch.cat([torch.zeros(1, embed_dim), patches])[None]
 
 
 def panderm_to_timm(state: dict) -> dict:
@@ -63,17 +78,17 @@ def panderm_to_timm(state: dict) -> dict:
         prefix = k[: -len("q_bias")]
         q, v = out.pop(k), out.pop(prefix + "v_bias")
         out[prefix + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
-    if "pos_embed" not in out:  # PanDerm asserts 224 px input: a 14 x 14 grid of patch-16 tokens
+    if "pos_embed" not in out:
+        # Only for a file without it (upstream saves it): PanDerm asserts 224 px input, 14 x 14 tokens
         out["pos_embed"] = sincos_pos_embed(out["cls_token"].shape[-1], 14)
     return out
 
 
 def timm_to_panderm(timm_state: dict, large: bool) -> dict:
-    """The inverse (for tests): PanDerm's key format from a timm state dict with a sin-cos pos_embed."""
+    """The inverse (for tests): PanDerm's key format from a timm state dict (``pos_embed`` included:
+    upstream's is an ``nn.Parameter`` with ``requires_grad=False``, so it is saved)."""
     out = {}
     for k, v in timm_state.items():
-        if k == "pos_embed":
-            continue  # a fixed buffer in PanDerm's model, not a trained weight
         if k.endswith(".attn.qkv.bias"):
             d = v.shape[0] // 3
             prefix = k[: -len("qkv.bias")]

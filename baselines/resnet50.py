@@ -7,6 +7,8 @@ META = BackboneMeta(
     token_dim=2048, level_indices=(1, 2, 3, 4), level_channels=(256, 512, 1024, 2048), licence="BSD-3-Clause",
     weights_source="timm resnet50.tv_in1k (= torchvision IMAGENET1K_V1)", hub_id="timm/resnet50.tv_in1k",
     weights_filename="model.safetensors", pretraining_datasets=("ImageNet-1k",),
+    global_feature="global average pool of layer4 (2048): torchvision ResNet-50 without fc (timm resnet50 = same keys)",
+    preprocessing_source="torchvision ResNet50_Weights.IMAGENET1K_V1 transforms: Resize(256, bilinear) -> CenterCrop(224)",
     citation="He et al., Deep Residual Learning for Image Recognition, CVPR 2016",
 )
 

@@ -8,6 +8,8 @@ META = BackboneMeta(
     weights_source="timm vit_base_patch16_siglip_224.webli (open_clip ViT-B-16-SigLIP webli)",
     hub_id="timm/vit_base_patch16_siglip_224.webli", weights_filename="model.safetensors",
     pretraining_datasets=("WebLI",),
+    global_feature="attention-pool (MAP) head output (768), open_clip/timm SigLIP image embedding before normalisation",
+    preprocessing_source="open_clip pretrained cfg ViT-B-16-SigLIP webli: resize_mode 'squash' to 224, bicubic, mean/std 0.5",
     citation="Zhai et al., Sigmoid Loss for Language Image Pre-Training, ICCV 2023",
 )
 

@@ -8,7 +8,7 @@ Example config.toml::
     data_root = "/data/derm"          # each task's official folder lies below it
     cache_dir = "/scratch/dermbench"  # feature cache, DermSynth copy, bootstrap indices
     [weights]
-    dermino = "/models/DermINO_Base.pth"
+    dermino = "/models/teacher_checkpoint.pth"
 """
 from __future__ import annotations
 

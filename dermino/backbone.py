@@ -20,8 +20,13 @@ META = BackboneMeta(
     embed_dim=768, input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize_mode="shortest_crop",
     crop_pct=0.875, interpolation="bicubic", patch_size=14, grid=(16, 16), level_indices=(2, 5, 8, 11),
     level_channels=(768,) * 4, licence="weights: none stated; code Apache-2.0 (DINOv2)",
-    weights_source="Google Drive link 'DermINO_Base' in the official DermINO README (github zxq-kd/DermINO)",
-    weights_filename="DermINO_Base.pth",
+    weights_source="Google Drive link 'DermINO_Base' in the official DermINO README (github zxq-kd/DermINO); the file "
+                   "is the DINOv2 trainer's teacher checkpoint",
+    # dinov2/train/train.py::do_test saves the EMA teacher as eval/<iteration>/teacher_checkpoint.pth
+    weights_filename="teacher_checkpoint.pth",
+    global_feature="final-norm CLS token (768), as DINOv2's linear evaluation (dinov2/eval/linear.py, n_last_blocks=1)",
+    preprocessing_source="dinov2/data/transforms.py::make_classification_eval_transform "
+                         "(Resize(256, bicubic) -> CenterCrop(224), ImageNet mean/std), which DermINO's fork keeps",
     pretraining_datasets=("232,215 private clinical images", "LESION-130k web images", "PAD-UFES-20", "DermNet",
                           "training splits of ACNE04, DDI, Derm7pt, PH2, Fitzpatrick17k, MED-Node"),
     seen_tasks=DERMINO_SEEN,

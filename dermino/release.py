@@ -29,6 +29,11 @@ def convert_release_checkpoint(obj: dict) -> dict:
             continue
         k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)  # chunked blocks -> flat
         out[k] = value
+    if "pos_embed" in out and out["pos_embed"].shape[1] != 1 + 16 * 16:
+        # trained at another crop size: resample as DINOv2 does at run time (not timm's resample)
+        from baselines.dinov2 import interpolate_pos_embed_like_dinov2
+
+        out["pos_embed"] = interpolate_pos_embed_like_dinov2(out["pos_embed"], (16, 16))
     return out
 
 

@@ -23,6 +23,7 @@ from dermbench.cli import paper  # noqa: F401
 from dermbench.cli import pretrain  # noqa: F401
 from dermbench.cli import reports  # noqa: F401
 from dermbench.cli import results  # noqa: F401
+from dermbench.cli import weights  # noqa: F401
 from dermbench.cli._app import app
 
 

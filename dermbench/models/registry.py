@@ -50,6 +50,13 @@ class BackboneMeta:
     weights_source: str = ""  # where the released weights live (human readable)
     hub_id: Optional[str] = None  # Hugging Face hub repo, if any
     weights_filename: Optional[str] = None  # file expected inside the hub repo / weights folder
+    # Other names/places the same release is published under (looked for in the weights folder / local hub cache)
+    alternative_files: tuple[str, ...] = ()
+    alternative_hub: tuple[tuple[str, str], ...] = ()  # (hub repo, file)
+    # Which vector is the "global feature", and the upstream code it follows (recorded with every result)
+    global_feature: str = ""
+    # The upstream evaluation transform this preprocessing follows (file / function)
+    preprocessing_source: str = ""
     pretraining_datasets: tuple[str, ...] = ()
     # Evaluation tasks whose *training* images the backbone saw during pretraining
     # (task keys); results on them are flagged as potentially contaminated.

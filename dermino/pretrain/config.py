@@ -108,6 +108,8 @@ class OptimConfig:
     weight_decay_end: float = 0.2
     patch_embed_lr_mult: float = 0.2
     layerwise_decay: float = 1.0
+    # DINOv2 decays position embedding, class/mask tokens (and DermINO's prototypes); True exempts them
+    no_decay_tokens_and_prototypes: bool = False
     clip_grad: float = 3.0
     freeze_last_layer_epochs: float = 1.0
     beta1: float = 0.9

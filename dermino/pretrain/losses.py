@@ -58,8 +58,10 @@ def dino_loss(student_global: torch.Tensor, student_local: Optional[torch.Tensor
 
     student_global [N_g, B, K], student_local [N_l, B, K] (or None), teacher_probs [N_g, B, K].
     A global crop is never matched with itself. Each pair's cross-entropy is averaged over the
-    batch; the sum over pairs is divided by the number of pairs N_g (N_g - 1) + N_g N_l
-    (= N_g (1 + N_l) for two global crops), as DINOv2 does.
+    batch; the sum over pairs is divided by N_g (N_g - 1) + max(N_g N_l, 1), as DINOv2 does
+    (``dinov2/train/ssl_meta_arch.py::SSLMetaArch.forward_backward``: ``n_local_crops_loss_terms =
+    max(n_local_crops * n_global_crops, 1)``): without local crops that is N_g (N_g - 1) + 1, one more
+    than the number of pairs.
     """
     n_g = student_global.shape[0]
     students = student_global if student_local is None or student_local.shape[0] == 0 else \
@@ -69,7 +71,8 @@ def dino_loss(student_global: torch.Tensor, student_local: Optional[torch.Tensor
     pair = -torch.einsum("sbk,tbk->st", log_p, teacher_probs.float()) / students.shape[1]
     valid = torch.ones_like(pair, dtype=torch.bool)
     valid[torch.arange(n_g), torch.arange(n_g)] = False
-    n_terms = int(valid.sum())
+    n_l = students.shape[0] - n_g
+    n_terms = n_g * (n_g - 1) + max(n_g * n_l, 1)
     return pair[valid].sum() / n_terms
 
 

@@ -70,12 +70,15 @@ def _layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def no_weight_decay(name: str) -> bool:
-    """Biases, norms, LayerScale gammas, position/class/mask tokens and the text-initialised
-    prototypes are not decayed (decay would pull the prototypes away from the text embeddings)."""
+def no_weight_decay(name: str, exempt_tokens: bool = False) -> bool:
+    """DINOv2's rule (``dinov2/utils/param_groups.py::get_params_groups_with_decay``): biases, norms and
+    LayerScale gammas are not decayed; position embedding, class/mask tokens and the prototypes are.
+    ``exempt_tokens`` (setting ``optim.no_decay_tokens_and_prototypes``) also exempts those, a
+    dermbench option: decay pulls the text-initialised prototypes away from the text embeddings."""
     leaf = name.split(".")[-1]
-    return (name.endswith(".bias") or "norm" in name or "gamma" in name
-            or leaf in ("pos_embed", "cls_token", "mask_token") or name.startswith("prototypes."))
+    if name.endswith(".bias") or "norm" in name or "gamma" in name:
+        return True
+    return exempt_tokens and (leaf in ("pos_embed", "cls_token", "mask_token") or name.startswith("prototypes."))
 
 
 def param_groups(model, cfg: PretrainConfig) -> list[dict]:
@@ -88,7 +91,7 @@ def param_groups(model, cfg: PretrainConfig) -> list[dict]:
         lr_mult = o.layerwise_decay ** (depth + 1 - _layer_id(name, depth))
         if "patch_embed" in name:
             lr_mult *= o.patch_embed_lr_mult
-        wd_mult = 0.0 if no_weight_decay(name) else 1.0
+        wd_mult = 0.0 if no_weight_decay(name, o.no_decay_tokens_and_prototypes) else 1.0
         last = "last_layer" in name
         key = (lr_mult, wd_mult, last)
         group = groups.setdefault(key, {"params": [], "names": [], "lr_mult": lr_mult, "wd_mult": wd_mult,

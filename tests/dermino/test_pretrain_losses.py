@@ -51,7 +51,9 @@ def test_dino_loss_pairs_and_normalisation_by_hand():
     # pairs: g0<-t1, g1<-t0 (never a crop with itself), l0<-t0, l0<-t1; N_g (1 + N_l) = 4 terms
     expected = (ce(t[1], p["g0"]) + ce(t[0], p["g1"]) + ce(t[0], p["l0"]) + ce(t[1], p["l0"])) / 4
     assert dino_loss(s_global, s_local, teacher, student_temp=1.0).item() == pytest.approx(expected, rel=1e-6)
-    no_local = (ce(t[1], p["g0"]) + ce(t[0], p["g1"])) / 2
+    # without local crops DINOv2 divides by N_g (N_g - 1) + max(N_g N_l, 1) = 2 + 1 (ssl_meta_arch.py::
+    # forward_backward, n_local_crops_loss_terms = max(n_local_crops * n_global_crops, 1)); was 2 before
+    no_local = (ce(t[1], p["g0"]) + ce(t[0], p["g1"])) / 3
     assert dino_loss(s_global, None, teacher, student_temp=1.0).item() == pytest.approx(no_local, rel=1e-6)
 
 
@@ -165,11 +167,17 @@ def test_param_groups_lr_and_weight_decay_rules():
     by_name = {n: g for g in param_groups(model, cfg) for n in g["names"]}
     assert by_name["backbone.vit.patch_embed.proj.weight"]["lr_mult"] == pytest.approx(0.2)
     assert by_name["backbone.vit.blocks.0.attn.qkv.weight"]["lr_mult"] == 1.0
-    for no_decay in ("backbone.vit.pos_embed", "backbone.vit.cls_token", "backbone.mask_token",
-                     "backbone.vit.blocks.0.norm1.weight", "backbone.vit.blocks.1.attn.qkv.bias",
-                     "backbone.vit.blocks.0.ls1.gamma", "prototypes.weight"):
+    # DINOv2's rule (dinov2/utils/param_groups.py): only biases, norms, LayerScale gammas are exempt
+    for no_decay in ("backbone.vit.blocks.0.norm1.weight", "backbone.vit.blocks.1.attn.qkv.bias",
+                     "backbone.vit.blocks.0.ls1.gamma"):
         assert by_name[no_decay]["wd_mult"] == 0.0, no_decay
-    assert by_name["backbone.vit.blocks.0.mlp.fc1.weight"]["wd_mult"] == 1.0
+    for decayed in ("backbone.vit.pos_embed", "backbone.vit.cls_token", "backbone.mask_token",
+                    "backbone.vit.blocks.0.mlp.fc1.weight"):
+        assert by_name[decayed]["wd_mult"] == 1.0, decayed
+    apply_overrides(cfg, {"optim.no_decay_tokens_and_prototypes": "true"})
+    by_name = {n: g for g in param_groups(model, cfg) for n in g["names"]}
+    for name in ("backbone.vit.pos_embed", "backbone.vit.cls_token", "backbone.mask_token"):
+        assert by_name[name]["wd_mult"] == 0.0, name
     assert by_name["dino_head.last_layer.parametrizations.weight.original1"]["is_last_layer"]
     assert not by_name["dino_head.mlp.0.weight"]["is_last_layer"]
 
@@ -235,3 +243,18 @@ def test_label_space_merges_and_review_files(tmp_path):
     assert "b,malignant_melanoma,malignant melanoma,normalised," in merges and "kept apart" in merges
     record = json.loads(paths["prototypes"].read_text())
     assert record["text_encoder"]["pooling"] == "mean" and record["merge_threshold"] == 0.8
+
+
+def test_weight_decay_groups_follow_dinov2_unless_asked():
+    """Failed before (pos_embed, cls/mask tokens and prototypes were exempt). DINOv2
+    ``dinov2/utils/param_groups.py::get_params_groups_with_decay`` exempts only names ending in
+    ``.bias`` or containing ``norm`` or ``gamma``; ``optim.no_decay_tokens_and_prototypes`` is the documented option."""
+    from dermino.pretrain.schedules import no_weight_decay
+
+    exempt = ["backbone.vit.blocks.0.attn.qkv.bias", "backbone.vit.blocks.3.norm1.weight", "backbone.vit.norm.weight",
+              "backbone.vit.blocks.1.ls1.gamma"]
+    decayed = ["backbone.vit.pos_embed", "backbone.vit.cls_token", "backbone.mask_token", "prototypes.weight",
+               "backbone.vit.blocks.0.attn.qkv.weight", "dino_head.last_layer.weight"]
+    assert all(no_weight_decay(n) for n in exempt)
+    assert not any(no_weight_decay(n) for n in decayed)
+    assert all(no_weight_decay(n, exempt_tokens=True) for n in decayed[:4])
