@@ -82,7 +82,7 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
 
 
 def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
-                          slurm_array_parallelism, slurm_setting, wait):
+                          slurm_array_parallelism, slurm_setting, wait, slurm_group_by="task"):
     """None (run here), a ShardExecutor or a SlurmExecutor; a bad value exits with its one-line error."""
     from dermbench.run import executors as ex
 
@@ -102,9 +102,12 @@ def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_ti
             fail("--executor slurm needs submitit: pip install 'dermbench[cluster]'")
         if slurm_gpus < 0 or slurm_array_parallelism < 1:
             fail("--slurm-gpus must be >= 0 and --slurm-array-parallelism >= 1")
+        if slurm_group_by not in ("task", "model"):
+            fail(f"--slurm-group-by {slurm_group_by!r}: expected 'task' (one array task per model × task) or 'model'")
         return ex.SlurmExecutor(ex.SlurmOptions(
             partition=slurm_partition, gpus=slurm_gpus, time_min=ex.parse_slurm_time(slurm_time), mem=slurm_mem,
-            array_parallelism=slurm_array_parallelism, settings=ex.parse_slurm_settings(slurm_setting), wait=wait))
+            array_parallelism=slurm_array_parallelism, settings=ex.parse_slurm_settings(slurm_setting), wait=wait,
+            group_by=slurm_group_by))
     except ValueError as exc:
         fail(error_text(exc))
 
@@ -133,6 +136,7 @@ def run(
     slurm_mem: Optional[str] = typer.Option(None, "--slurm-mem", help="Memory per array task, e.g. 32G."),
     slurm_array_parallelism: int = typer.Option(64, "--slurm-array-parallelism", help="Array tasks running at once."),
     slurm_setting: Optional[List[str]] = typer.Option(None, "--slurm-setting", help="Any sbatch option as KEY=VALUE, e.g. account=derm, cpus-per-task=8."),
+    slurm_group_by: str = typer.Option("task", "--slurm-group-by", help="One array task per model × task ('task') or per model ('model': weights loaded once)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Slurm: wait for the arrays (printing progress), or return once submitted."),
 ) -> None:
     """Run backbones on tasks with their protocols; results go to the results store."""
@@ -141,7 +145,7 @@ def run(
     settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, device, overwrite, split,
                                      n_boot, set_, synth_scale, quiet)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
-                                   slurm_array_parallelism, slurm_setting, wait)
+                                   slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
     from dermbench.data.sample import DatasetError
 
     try:

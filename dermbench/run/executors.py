@@ -7,9 +7,10 @@ results store; claims (:mod:`dermbench.run.claims`) keep two workers off the sam
   ``SLURM_PROCID``/``SLURM_NTASKS`` or ``RANK``/``WORLD_SIZE``), for ``srun``/``torchrun`` launching N
   processes. The plan is cut by (model, task), so a task's features are extracted and read by the same
   process; each process uses the GPU of its ``LOCAL_RANK``.
-- :class:`SlurmExecutor`: through submitit, a GPU job array for the features jobs (one array task per
-  model × task) and a CPU job array for the protocol jobs (heads, bootstrap, result files), submitted
-  with ``--dependency=afterany`` on the first array; then waits (printing progress) or returns at once.
+- :class:`SlurmExecutor`: through submitit, a GPU job array for the features jobs and a CPU job array
+  for the protocol jobs (heads, bootstrap, result files), submitted with ``--dependency=afterany`` on
+  the first array (one array task per model × task, or per model); then waits (printing progress) or
+  returns at once. A protocol job whose features job failed fails at once, naming that job's log.
 
 The worker is passed in (``worker(settings, jobs, log) -> outcomes``) rather than imported: it lives
 in :mod:`dermbench.run.runner`, which sits above this module.
@@ -92,6 +93,14 @@ def groups(jobs: list[Job]) -> list[list[Job]]:
     return list(by_group.values())
 
 
+def model_groups(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs by model, in plan order."""
+    by_model: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_model.setdefault(job.model, []).append(job)
+    return list(by_model.values())
+
+
 def select_shard(jobs: list[Job], shard: Shard) -> list[Job]:
     """Group i of the plan goes to shard i mod N; the shards' union is the plan, and they do not overlap."""
     return [job for i, group in enumerate(groups(jobs)) if i % shard.count == shard.index for job in group]
@@ -130,6 +139,9 @@ class SlurmOptions:
     mem: Optional[str] = None  # e.g. '32G'
     array_parallelism: int = 64
     settings: dict[str, str] = field(default_factory=dict)  # any other sbatch option, e.g. {'account': 'derm'}
+    # One array task per backbone × task ('task': most parallel) or per backbone ('model': each backbone's
+    # weights loaded once per array, fewer and longer tasks; worth it for many small tasks)
+    group_by: str = "task"
     wait: bool = True
     poll_s: float = 5.0
 
@@ -205,8 +217,9 @@ class SlurmExecutor:
         # a features job runs on a GPU node; its protocols on CPU nodes, with the features from the shared cache
         gpu_settings = replace(settings, progress=False, device="cuda" if self.options.gpus else settings.device)
         cpu_settings = replace(settings, progress=False, device="cpu")
-        feature_groups = [[j] for j in todo if j.stage == "features"]
-        protocol_groups = [g for g in ([j for j in group if j.stage == "protocol"] for group in groups(todo)) if g]
+        chunks = groups(todo) if self.options.group_by == "task" else model_groups(todo)
+        feature_groups = [g for g in ([j for j in chunk if j.stage == "features"] for chunk in chunks) if g]
+        protocol_groups = [g for g in ([j for j in chunk if j.stage == "protocol"] for chunk in chunks) if g]
         submitted: list[tuple[str, list[Job], Any]] = []
         dependency = None
         if feature_groups:

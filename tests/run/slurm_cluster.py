@@ -3,7 +3,8 @@
 Needs root and Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them). Everything the
 daemons write (state, spool, logs, pid files, the munge socket) lives in the folder; the ports are
 free ones picked at start, so several such clusters on one machine do not meet. ``munged`` runs as
-the munge user with the key in /etc/munge (created when missing), on a socket of its own; every
+the munge user with the key in /etc/munge (created when missing), on a socket of its own (in a
+folder of its own under the temporary directory, which the munge user can reach); every
 daemon is started in the foreground as a child of this process and stopped by its pid.
 
     with SlurmCluster(tmp) as cluster:      # raises SlurmUnavailable(reason) where it cannot start
@@ -16,6 +17,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -40,6 +42,7 @@ class SlurmCluster:
         self.node = socket.gethostname()
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = self.folder / "slurm.conf"
+        self._munge_dir: Optional[Path] = None
 
     # -- environment for clients (sbatch, squeue, submitit) --
     def env(self, base: Optional[dict[str, str]] = None) -> dict[str, str]:
@@ -69,7 +72,6 @@ class SlurmCluster:
         except KeyError:
             raise SlurmUnavailable("no 'munge' user (the munge package creates it)") from None
         self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o755)  # munged (the munge user) must reach its folder inside; mkdtemp makes 0700
         self._start_munge(munge_user)
         self._write_conf()
         for name, cmd in (("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)]),
@@ -86,9 +88,10 @@ class SlurmCluster:
             key.write_bytes(os.urandom(1024))
             os.chown(key, user.pw_uid, user.pw_gid)
             os.chmod(key, 0o400)
-        munge_dir = self.folder / "munge"
-        munge_dir.mkdir(exist_ok=True)
-        os.chmod(munge_dir, 0o755)  # clients (slurm, as root here) need to reach the socket; munged insists on o+x
+        # munged (the munge user) must reach its folder through every parent, and insists that others may
+        # reach its socket: a folder of its own directly in the temporary directory (pytest's are 0700)
+        munge_dir = self._munge_dir = Path(tempfile.mkdtemp(prefix="dermbench-munge-"))
+        os.chmod(munge_dir, 0o755)
         os.chown(munge_dir, user.pw_uid, user.pw_gid)
         # munged refuses a socket folder others may write to, or whose parents are group/world-writable
         # without the sticky bit (/tmp is 1777, which it accepts)
@@ -101,7 +104,7 @@ class SlurmCluster:
         deadline = time.time() + 15
         while not self.socket.exists():
             if self.procs["munged"].poll() is not None or time.time() > deadline:
-                raise SlurmUnavailable(f"munged did not start: {self._tail('munged.out')} {self._tail('munge/munged.log')}")
+                raise SlurmUnavailable(f"munged did not start: {self._tail('munged.out')} {self._tail(munge_dir / 'munged.log')}")
             time.sleep(0.1)
 
     def _write_conf(self) -> None:
@@ -155,8 +158,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise SlurmUnavailable(f"the node did not become idle in {timeout:.0f} s (sinfo: {state!r}); "
                                f"{self._tail('slurmctld.log')} {self._tail('slurmd.log')}")
 
-    def _tail(self, name: str, n: int = 600) -> str:
-        path = self.folder / name
+    def _tail(self, name, n: int = 600) -> str:
+        path = self.folder / name  # an absolute name stays as it is
         return path.read_text(errors="replace")[-n:].strip() if path.exists() else ""
 
     def drain(self, timeout: float = 60) -> None:
@@ -193,17 +196,20 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+        if self._munge_dir is not None:
+            shutil.rmtree(self._munge_dir, ignore_errors=True)
+            self._munge_dir = None
 
     def _leftover_steps(self) -> list[int]:
-        """pids of slurmstepd processes holding files in this cluster's folder (its spool, its logs)."""
+        """pids of the processes this cluster's jobs left behind (slurmstepd, the batch script, srun): every
+        process but this one whose environment points at this cluster's slurm.conf."""
+        marker = f"SLURM_CONF={self.conf}".encode()
         out = []
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
                 continue
             try:
-                if not (proc / "cmdline").read_bytes().startswith(b"slurmstepd"):
-                    continue
-                if any(str(self.folder) in os.readlink(fd) for fd in (proc / "fd").iterdir()):
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
                     out.append(int(proc.name))
             except OSError:
                 continue
