@@ -224,14 +224,14 @@ class SlurmExecutor:
         dependency = None
         if feature_groups:
             ex = self._executor(folder, "dermbench-features", self.options.gpus, None)
-            array = ex.map_array(functools.partial(_slurm_task, worker, gpu_settings), feature_groups)
+            array = _submit(ex, functools.partial(_slurm_task, worker, gpu_settings), feature_groups, "features")
             submitted += [("features", g, j) for g, j in zip(feature_groups, array)]
             array_id = array[0].job_id.split("_")[0]
             dependency = f"afterany:{array_id}"
             log(f"slurm: submitted features array {array_id} ({len(array)} task(s), {self.options.gpus} GPU(s) each)")
         if protocol_groups:
             ex = self._executor(folder, "dermbench-heads", 0, dependency)
-            array = ex.map_array(functools.partial(_slurm_task, worker, cpu_settings), protocol_groups)
+            array = _submit(ex, functools.partial(_slurm_task, worker, cpu_settings), protocol_groups, "protocols")
             submitted += [("protocol", g, j) for g, j in zip(protocol_groups, array)]
             array_id = array[0].job_id.split("_")[0]
             log(f"slurm: submitted protocols array {array_id} ({len(array)} task(s), CPU"
@@ -276,6 +276,18 @@ class SlurmExecutor:
             if o.status == "failed":
                 log(f"slurm: {o.job} FAILED: {o.message}")
         return outcomes
+
+
+def _submit(executor, fn, groups_: list[list[Job]], what: str):
+    """map_array, with sbatch's refusal (bad partition, account, time limit...) as a one-line error."""
+    import submitit
+
+    try:
+        return executor.map_array(fn, groups_)
+    except (submitit.core.utils.FailedSubmissionError, subprocess.CalledProcessError, OSError) as exc:
+        detail = " ".join(str(exc).split())[-400:]
+        raise ValueError(f"Slurm refused the {what} array ({detail}); check --slurm-partition, --slurm-time, "
+                         "--slurm-mem and --slurm-setting against `sinfo` and your site's limits") from None
 
 
 def _queued(array_ids: list[str]) -> Optional[dict[str, str]]:

@@ -232,9 +232,17 @@ def saved_jobs(results_dir: Path) -> list[Job]:
 
 
 def is_done(results_dir: Path, job: Job) -> bool:
+    """A protocol job is done when its result is; a features job when it finished into the feature cache
+    in use now (with another $DERMBENCH_CACHE its features are not there)."""
     if job.stage == "protocol":
         return is_finished(results_dir, job.model, job.task, job.protocol)
-    return done_marker(results_dir, job.id).exists()
+    try:
+        record = json.loads(done_marker(results_dir, job.id).read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    from dermbench.config import cache_dir
+
+    return record.get("cache") == str(cache_dir() / "features")
 
 
 @dataclass

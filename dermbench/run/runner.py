@@ -233,15 +233,16 @@ class JobRunner:
                     self.log = self.console
                 if outcome.status == "failed":
                     log_file.write(self._last_traceback)
+            # recorded while the claim is held, so a worker that finds the job unclaimed also finds its record
+            if outcome.status == "failed":
+                write_failure(results, job, outcome.message, _slurm_paths())
+            elif outcome.status == "done":
+                clear_failure(results, job)
+                if job.stage == "features":
+                    atomic_write_json(done_marker(results, job.id), {"job": job.id, "cache": str(self.features.root),
+                                                                     "finished": now()})
         finally:
             claims.release(claim)
-        if outcome.status == "failed":
-            write_failure(results, job, outcome.message, _slurm_paths())
-        elif outcome.status == "done":
-            clear_failure(results, job)
-            if job.stage == "features":
-                atomic_write_json(done_marker(results, job.id), {"job": job.id, "cache": str(self.features.root),
-                                                                 "finished": now()})
         return self._keep(outcome)
 
     def _keep(self, outcome: Outcome) -> Outcome:
@@ -253,7 +254,7 @@ class JobRunner:
             return self._extract(job, where)
         return self._protocol(job, where)
 
-    def _task(self, job: Job, where: str):
+    def _task(self, job: Job):
         """(card, data, split) of the job's task; DatasetError propagates for a task named on the command line."""
         card = get_card(job.task)
         return card, self.tasks.data(card), self.tasks.split(card)
@@ -261,7 +262,7 @@ class JobRunner:
     def _extract(self, job: Job, where: str) -> Outcome:
         """Features for the train and test images, in the order and batches the protocols read them."""
         try:
-            card, data, split = self._task(job, where)
+            card, data, split = self._task(job)
         except DatasetError as exc:
             if job.explicit:
                 raise
@@ -314,7 +315,7 @@ class JobRunner:
             return Outcome(label, job.task, protocol_name, "skipped", why_not, job=job.id)
         try:
             protocol = get_protocol(protocol_name)
-            card, data, split = self._task(job, where)
+            card, data, split = self._task(job)
         except DatasetError as exc:
             if job.explicit:
                 raise
