@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from dermbench.cli import benchmark, data, federated, plan, pretrain, reports  # noqa: F401  (they register commands)
+from dermbench.cli import benchmark, data, federated, plan, pretrain, reports, results  # noqa: F401  (they register commands)
 from dermbench.cli._app import app
 
 

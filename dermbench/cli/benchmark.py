@@ -51,8 +51,27 @@ def list_cmd(
         fail(f"cannot list {what!r}; choose models, tasks or protocols")
 
 
-def settings_from_options(model, task, protocol, data_root, weights, output, seed, device, overwrite, split, n_boot,
-                          set_, synth_scale, quiet):
+def parse_seeds(text: str) -> list[int]:
+    """``--seed`` as a list: ``3``, ``0,1,2``, a range ``0-4`` (inclusive), or a mix ``0,5-7``."""
+    seeds: list[int] = []
+    for part in [p.strip() for p in str(text).split(",") if p.strip()]:
+        try:
+            if "-" in part and not part.startswith("-"):
+                low, high = (int(x) for x in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                seeds += list(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            fail(f"--seed {text!r}: expected a seed (0), a list (0,1,2) or a range (0-4) of non-negative integers")
+    if not seeds or any(s < 0 for s in seeds):
+        fail(f"--seed {text!r}: expected a seed (0), a list (0,1,2) or a range (0-4) of non-negative integers")
+    return list(dict.fromkeys(seeds))
+
+
+def settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device, overwrite, split,
+                          n_boot, set_, synth_scale, quiet):
     """RunSettings from the options `run` and `plan` share; a bad value exits with its one-line error."""
     from dermbench.data.tasks import select_tasks
     from dermbench.models import registry
@@ -73,10 +92,12 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
         select_tasks(task)
     except KeyError as exc:
         fail(str(exc.args[0]))
+    seeds = parse_seeds(seed)
     if split not in ("default", "official"):
         fail(f"--split {split!r}: expected 'default' or 'official'")
     return RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
-                       output=output, seed=seed, device=device, overwrite=overwrite, n_boot=n_boot,
+                       output=output, seed=seeds[0], seeds=seeds, split_seed=split_seed, device=device,
+                       overwrite=overwrite, n_boot=n_boot,
                        split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
                        synth_scale=synth_scale)
 
@@ -120,7 +141,8 @@ def run(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $DERMBENCH_DATA_ROOT, the config file, else DermSynth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random' for the untrained architecture."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default results/, or results/dermsynth on DermSynth)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of splits, bootstrap and training."),
+    seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads: 0, 0,1,2 or a range 0-4; one result per seed, all on the same split."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and of the shared bootstrap resamples."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute results that already exist."),
     split: str = typer.Option("default", "--split", help="default (the paper's seeded splits) | official"),
@@ -142,8 +164,8 @@ def run(
     """Run backbones on tasks with their protocols; results go to the results store."""
     from dermbench.run.runner import run_benchmark
 
-    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, device, overwrite, split,
-                                     n_boot, set_, synth_scale, quiet)
+    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
+                                     overwrite, split, n_boot, set_, synth_scale, quiet)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
                                    slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
     from dermbench.data.sample import DatasetError

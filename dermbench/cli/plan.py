@@ -46,7 +46,8 @@ def plan_cmd(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (as for `run`)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random'."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (as for `run`)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads (as for `run`): one job per seed."),
+    split_seed: int = typer.Option(0, "--split-seed"),
     split: str = typer.Option("default", "--split", help="default | official"),
     n_boot: int = typer.Option(1000, "--n-boot"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
@@ -58,8 +59,8 @@ def plan_cmd(
     from dermbench.run.executors import parse_shard, select_shard
     from dermbench.run.plan import job_states, plan, results_dir_of
 
-    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, "cpu", False, split,
-                                     n_boot, set_, synth_scale, True)
+    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, "cpu", False,
+                                     split, n_boot, set_, synth_scale, True)
     try:
         jobs = plan(settings, log=lambda line: typer.echo(line, err=True))
         if shard:

@@ -10,6 +10,29 @@ import typer
 from dermbench.cli._app import app
 from dermbench.cli.common import default_results, error_text, fail, parse_overrides, split_list
 
+# Selecting one result per (model, task, protocol) when a results folder holds several (see
+# dermbench.run.identity.SELECTION_RULE): the same options on leaderboard, compare and fairness.
+SEED_HELP = "Head seed(s) of the results to show: 0, or 0,1,2 (the first is shown, the others give the spread over seeds)."
+SPLIT_SEED_HELP = "Only results on the split (and resamples) of this split seed."
+N_BOOT_HELP = "Only results with this many bootstrap replicates."
+SPLIT_HELP = "Only results on this split: default | official."
+SET_HELP = "Only results made with this protocol setting, e.g. --set linear.epochs=20."
+KEY_HELP = "Only the result(s) whose key starts with this (see `dermbench results list`)."
+
+
+def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optional[int], split: Optional[str],
+                   set_: Optional[List[str]], key: Optional[str]):
+    """The selection options as a :class:`dermbench.run.identity.Selection` (a clear error for bad values)."""
+    from dermbench.cli.benchmark import parse_seeds
+    from dermbench.run.identity import Selection
+
+    if split is not None and split not in ("default", "official"):
+        fail(f"--split {split!r}: expected 'default' or 'official'")
+    if n_boot is not None and n_boot < 1:
+        fail(f"--n-boot {n_boot}: expected a positive number of replicates")
+    return Selection(seeds=parse_seeds(seed) if seed is not None else None, split_seed=split_seed, n_boot=n_boot,
+                     split=split, settings=parse_overrides(set_), key=key)
+
 
 @app.command()
 def leaderboard(
@@ -17,15 +40,27 @@ def leaderboard(
     fmt: str = typer.Option("md", "--format", help="md | csv | latex | html | all"),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the tables and figures to."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Recompute every metric from the stored predictions."),
+    seed: Optional[str] = typer.Option(None, "--seed", help=SEED_HELP),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help=SPLIT_SEED_HELP),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", help=N_BOOT_HELP),
+    split: Optional[str] = typer.Option(None, "--split", help=SPLIT_HELP),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Build leaderboard tables (and figures) from the results store; prints the markdown tables."""
+    """Build leaderboard tables (and figures) from the results store; prints the markdown tables.
+
+    One result per (model, task, protocol): the paper's defaults unless filtered (--seed, --set, ...)."""
     from dermbench.report.leaderboard import build_leaderboard
 
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
     formats = ("md", "csv", "latex", "html") if fmt == "all" else (fmt,)
-    built = build_leaderboard(results, out, formats=formats, rebuild=rebuild)
+    selection = selection_from(seed, split_seed, n_boot, split, set_, key)
+    try:
+        built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(error_text(exc))
     typer.echo(built["markdown"])
     for path in built.get("paths", []):
         typer.echo(f"wrote {path}", err=True)
@@ -39,8 +74,16 @@ def compare(
     metric: str = typer.Option("auroc", "--metric"),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level (Holm-adjusted across the table's rows)."),
     results: Optional[Path] = typer.Option(None, "--results"),
+    claim_boot: Optional[int] = typer.Option(None, "--claim-boot", help="Paired-bootstrap replicates for claim rows no analytical test covers (default: 20·rows/alpha, drawn automatically)."),
+    seed: Optional[str] = typer.Option(None, "--seed", help=SEED_HELP),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help=SPLIT_SEED_HELP),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", help=N_BOOT_HELP),
+    split: Optional[str] = typer.Option(None, "--split", help=SPLIT_HELP),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Paired comparison of two models: paired bootstrap, DeLong, McNemar, the paper's t-test; Holm across tasks."""
+    """Paired comparison of two models: DeLong, McNemar, Wilcoxon, paired bootstrap, the paper's t-test; a
+    Holm-corrected claim over the rows with tests that can reach the corrected level."""
     from dermbench.report.compare import ComparisonError, compare_models, format_comparison
     from dermbench.data.tasks import select_tasks
 
@@ -52,7 +95,8 @@ def compare(
     try:
         tasks = [c.name for c in select_tasks(task)] if task else None
         table = compare_models(results or default_results(), models[0], models[1], tasks=tasks, metric=metric,
-                               protocol=protocol, alpha=alpha)
+                               protocol=protocol, alpha=alpha, claim_boot=claim_boot,
+                               selection=selection_from(seed, split_seed, n_boot, split, set_, key))
     except (ComparisonError, KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_comparison(table))
@@ -68,6 +112,12 @@ def fairness(
     metric: str = typer.Option("auroc", "--metric"),
     min_samples: int = typer.Option(10, "--min-samples", help="Subgroups with fewer test samples are reported, not scored."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+    seed: Optional[str] = typer.Option(None, "--seed", help=SEED_HELP),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help=SPLIT_SEED_HELP),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", help=N_BOOT_HELP),
+    split: Optional[str] = typer.Option(None, "--split", help=SPLIT_HELP),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
     """Per-subgroup metrics (Fitzpatrick skin type, sex, ...) with bootstrap CIs and the largest gap."""
     from dermbench.report.fairness import fairness_table, format_fairness
@@ -78,7 +128,8 @@ def fairness(
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
     try:
         table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
-                               attribute=attribute, min_samples=min_samples)
+                               attribute=attribute, min_samples=min_samples,
+                               selection=selection_from(seed, split_seed, n_boot, split, set_, key))
     except (KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_fairness(table))

@@ -125,8 +125,10 @@ def write_split(split: Split, out_dir: Path) -> Split:
     """Write the split file (atomically) and record its path and sha256."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = split.to_json()
-    path = out_dir / f"{split.task}.{split.rule}.seed{split.seed}.json"
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    # the hash in the name: splits of other data (another data root) never overwrite each other
+    path = out_dir / f"{split.task}.{split.rule}.seed{split.seed}.{sha[:12]}.json"
     atomic_write_text(path, text)
     split.path = path
-    split.sha256 = hashlib.sha256(text.encode()).hexdigest()
+    split.sha256 = sha
     return split

@@ -61,6 +61,9 @@ class Protocol:
 
     name: str = ""
     kind: str = "classification"
+    # Bumped whenever a change to the protocol would change its numbers: part of every result's key,
+    # so results of an older version are recomputed beside the old ones, never mistaken for new ones.
+    VERSION: int = 1
     defaults: dict[str, Any] = {}
     # Modules the protocol needs beyond the core install, and the pip extra that provides them;
     # checked before running so that a missing extra is a clear skip, not a traceback.

@@ -3,6 +3,15 @@
 :func:`compare_models` applies the paired tests of :mod:`dermbench.stats.paired` to two models of
 a results store and returns one row per (task, protocol); :func:`format_comparison` prints that
 table.
+
+**The claim** ("A better than B on all rows") is one family: the table's rows, one per (task,
+protocol), each on one metric (the requested one, else the task's main metric; label efficiency at
+its largest training fraction only, never every fraction of the curve), Holm-corrected at alpha.
+Each row is tested with a test whose p-value can reach the corrected level (:func:`claim_test`):
+DeLong for AUROC, exact McNemar for accuracy, Wilcoxon signed-rank for per-image Dice/Jaccard, and
+otherwise the paired bootstrap on resamples drawn for the claim, at least ``20·m/alpha`` of them
+(m rows), since a bootstrap p can be no smaller than ``2/(B+1)``: with the 1,000 stored resamples
+Holm over 53 rows could never reject. A row whose test cannot reach ``alpha/m`` says so.
 """
 from __future__ import annotations
 
@@ -39,7 +48,19 @@ LABEL_EFFICIENCY = "label-efficiency"
 
 COLUMNS = ["task", "protocol", "kind", "metric", "n_test", "n_boot", "value_a", "value_b", "diff", "ci_low", "ci_high",
            "p_boot", "p_delong", "p_mcnemar", "p_wilcoxon", "p_ttest_paper",
-           *[f"{f}_holm" for f in P_FAMILIES], "acc_a", "acc_b", "delong_per_class", "note"]
+           *[f"{f}_holm" for f in P_FAMILIES], "acc_a", "acc_b", "delong_per_class",
+           "claim_test", "claim_n_boot", "claim_floor", "p_claim", "p_claim_holm", "note"]
+CLAIM_REPLICATES_PER_TEST = 20  # bootstrap replicates for a claim: 20 · m / alpha (p floor 2/(B+1) ≈ alpha/(10 m))
+
+
+def claim_replicates(m: int, alpha: float) -> int:
+    """Paired-bootstrap replicates a claim over ``m`` rows needs: ``ceil(20 · m / alpha)``."""
+    return int(math.ceil(CLAIM_REPLICATES_PER_TEST * max(m, 1) / alpha))
+
+
+def bootstrap_floor(n_boot: int) -> float:
+    """The smallest two-sided paired-bootstrap p with ``n_boot`` replicates: ``2 / (B + 1)``."""
+    return 2.0 / (n_boot + 1)
 
 
 def _metric_for(kind: str, requested: str, ra: dict, rb: dict) -> tuple[Optional[str], str]:
@@ -74,11 +95,15 @@ def _caption_metric_columns(predictions: pd.DataFrame) -> list[str]:
 def _load_bootstrap(results_dir: Path, ra: dict, rb: dict, n: int) -> tuple[np.ndarray, str]:
     from dermbench.io import sha256_file
 
-    notes = []
+    notes: list[str] = []
     boot = ra.get("bootstrap") or {}
     if (rb.get("bootstrap") or {}).get("sha256") != boot.get("sha256"):
-        notes.append(f"the two results used different bootstrap files; both models were resampled with "
-                     f"{model_label(ra)}'s ({boot.get('path')})")
+        from dermbench.run.identity import differing_settings
+
+        raise ComparisonError(f"{ra['task']} · {ra['protocol']}: {ra['_path']} and {rb['_path']} were resampled "
+                              f"differently (bootstrap files {boot.get('path')} vs {(rb.get('bootstrap') or {}).get('path')}; "
+                              f"they differ in {', '.join(differing_settings([ra, rb])) or 'their resamples'}); paired "
+                              f"tests need the same resamples: select results with the same --n-boot and --split-seed")
     if not boot.get("path"):
         raise ComparisonError(f"{ra['_path']} names no bootstrap file: rerun it with this dermbench version")
     path = Path(results_dir) / boot["path"]
@@ -142,8 +167,50 @@ def _label_efficiency_pair(pa: pd.DataFrame, pb: pd.DataFrame, name: str, idx: n
     return ra_["value"], rb_["value"], ra_["replicates"], rb_["replicates"]
 
 
-def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc") -> dict[str, Any]:
-    """One comparison row for two finished results of the same (task, protocol)."""
+def claim_test(kind: Optional[str], metric: Optional[str], per_sample: bool) -> str:
+    """The test a claim uses for a row: 'delong' (AUROC), 'mcnemar' (accuracy), 'wilcoxon' (per-image
+    Dice/Jaccard) on one prediction per test sample; otherwise 'bootstrap' (the paired bootstrap on
+    resamples drawn for the claim)."""
+    if per_sample and kind == "classification" and metric == "auroc":
+        return "delong"
+    if per_sample and kind == "classification" and metric == "accuracy":
+        return "mcnemar"
+    if per_sample and kind == "segmentation" and metric in PER_IMAGE_SEGMENTATION:
+        return "wilcoxon"
+    return "bootstrap"
+
+
+def _claim_bootstrap(ra: dict, pa: pd.DataFrame, pb: pd.DataFrame, name: str, n_test: int,
+                     n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' replicates of ``name`` on ``n_boot`` fresh paired resamples of the test set, drawn
+    for the claim (stratified by label for classification, like the stored ones; seeded from the
+    task, the split and the split seed, so every comparison on this split draws the same)."""
+    from dermbench.stats.bootstrap import bootstrap_indices, bootstrap_seed
+    from dermbench.stats.evaluation import replicates
+
+    kind, protocol = ra.get("kind"), ra.get("protocol")
+    labels = None
+    if kind == "classification" and "label" in pa.columns:
+        labels = (pa.drop_duplicates("sample_id") if protocol == LABEL_EFFICIENCY else pa)["label"].to_numpy()
+    split_seed = int(ra.get("split_seed", (ra.get("split") or {}).get("seed", ra.get("seed", 0))) or 0)
+    seed = bootstrap_seed(f"{ra['task']}|claim", str(ra.get("split_sha256")), split_seed)
+    idx = bootstrap_indices(n_test, n_boot, seed, labels)
+    if protocol == LABEL_EFFICIENCY:
+        from dermbench.protocols.label_efficiency import fraction_replicates
+
+        return fraction_replicates(pa, idx)[name]["replicates"], fraction_replicates(pb, idx)[name]["replicates"]
+    if kind == "caption":
+        va, vb = pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64)
+        return va[idx].mean(axis=1), vb[idx].mean(axis=1)
+    return replicates(kind, pa, idx)[name], replicates(kind, pb, idx)[name]
+
+
+def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc",
+                 claim_n_boot: Optional[int] = None) -> dict[str, Any]:
+    """One comparison row for two finished results of the same (task, protocol).
+
+    ``claim_n_boot``: replicates of the claim's paired bootstrap for a row that no analytical test
+    covers (None: the claim bootstrap is not drawn, ``p_claim`` is the stored-resample bootstrap)."""
     from dermbench.stats.evaluation import classification_arrays, replicates
     from dermbench.stats.metrics import full_index
     from dermbench.run.results import read_predictions
@@ -202,6 +269,8 @@ def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc") -
         row["n_boot"] = int(idx.shape[0])
     row.update(value_a=float(point_a), value_b=float(point_b), diff=float(point_a) - float(point_b))
     if rep_a is None:
+        row.update(claim_test="none", p_claim=math.nan)
+        notes.append("no paired test: this row cannot support a claim")
         row["note"] = "; ".join(notes)
         return row
 
@@ -222,6 +291,18 @@ def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc") -
                                            for r in dl["per_class"]]
     elif per_sample and kind == "segmentation" and name in PER_IMAGE_SEGMENTATION:
         row["p_wilcoxon"] = wilcoxon_test(pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64))["p"]
+    test = claim_test(kind, name, per_sample)
+    row["claim_test"] = test
+    if test != "bootstrap":
+        row["p_claim"] = row[f"p_{test}"]
+    else:
+        b = int(claim_n_boot) if claim_n_boot else int(row["n_boot"])
+        if claim_n_boot:
+            claim_a, claim_b = _claim_bootstrap(ra, pa, pb, name, n_test, b)
+            row["p_claim"] = paired_bootstrap_test(claim_a, claim_b, row["diff"])["p"]
+        else:
+            row["p_claim"] = row["p_boot"]
+        row.update(claim_n_boot=b, claim_floor=bootstrap_floor(b))
     row["note"] = "; ".join(notes)
     return row
 
@@ -236,7 +317,8 @@ def _order_key(task: str, protocol: str) -> tuple:
 
 
 def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optional[Sequence[str]] = None,
-                   metric: str = "auroc", protocol: Optional[str] = None, alpha: float = ALPHA) -> pd.DataFrame:
+                   metric: str = "auroc", protocol: Optional[str] = None, alpha: float = ALPHA,
+                   selection=None, claim_boot: Optional[int] = None) -> pd.DataFrame:
     """Paired comparison of two models of a results store: one row per (task, protocol) both have.
 
     ``model_a``/``model_b``: result labels as stored (``random-vit``, ``dermino@random``...);
@@ -263,19 +345,32 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optiona
     ``p_ttest_paper`` (the paper's unsound t-test), and ``<family>_holm`` for each, Holm-adjusted
     across the rows. ``table.attrs`` holds the model names, metric, alpha and the "better on all"
     verdicts.
+
+    The claim (see the module docstring): ``claim_test`` per row, ``p_claim`` and ``p_claim_holm``
+    (Holm over the rows), ``claim_n_boot``/``claim_floor`` for rows on the paired bootstrap
+    (``claim_boot``: its replicates; None: ``20·m/alpha``, drawn automatically). ``table.attrs["claim"]``
+    holds the verdict. Results: one per (model, task, protocol) by
+    :func:`dermbench.run.identity.select_results` (``selection``: its filters).
     """
+    from dermbench.run.identity import select_results
     from dermbench.run.results import iter_results
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ComparisonError(f"results folder {results_dir} does not exist")
+    if claim_boot is not None and claim_boot < 1:
+        raise ComparisonError(f"--claim-boot must be a positive number of replicates, got {claim_boot}")
     records: dict[str, dict[tuple[str, str], dict]] = {}
-    for r in iter_results(results_dir):
-        records.setdefault(str(r.get("model")), {})[(r["task"], r["protocol"])] = r
+    wanted = {model_a, model_b}
+    for (model, task, proto), picked in select_results([r for r in iter_results(results_dir)
+                                                        if str(r.get("model")) in wanted], selection).items():
+        records.setdefault(model, {})[(task, proto)] = picked.record
     for label in (model_a, model_b):
         if label not in records:
-            raise ComparisonError(f"no results for model {label!r} in {results_dir}; models there: "
-                                  f"{', '.join(sorted(records)) or 'none'}")
+            there = sorted({str(r.get("model")) for r in iter_results(results_dir)})
+            raise ComparisonError(f"no results for model {label!r} in {results_dir}"
+                                  + (f" matching {selection.describe()}" if selection is not None else "")
+                                  + f"; models there: {', '.join(there) or 'none'}")
     if model_a == model_b:
         raise ComparisonError(f"compare needs two different models, got {model_a!r} twice")
     protocols = None if protocol is None else {p.strip() for p in str(protocol).split(",") if p.strip()}
@@ -286,14 +381,26 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optiona
         raise ComparisonError(f"{model_a} and {model_b} have no (task, protocol) result in common"
                               f"{' among the selected tasks/protocols' if tasks or protocols else ''} in {results_dir}; "
                               f"{model_a}: {', '.join(only(model_a))}; {model_b}: {', '.join(only(model_b))}")
-    rows = [compare_pair(results_dir, records[model_a][k], records[model_b][k], metric)
+    m = len(keys)
+    n_claim = claim_boot if claim_boot is not None else claim_replicates(m, alpha)
+    rows = [compare_pair(results_dir, records[model_a][k], records[model_b][k], metric, claim_n_boot=n_claim)
             for k in sorted(keys, key=lambda k: _order_key(*k))]
     table = pd.DataFrame(rows, columns=COLUMNS)
     for family in P_FAMILIES:
         table[f"{family}_holm"] = holm(table[family].to_numpy(np.float64))
+    # Holm over the whole family: a row without a test counts in m (it is part of the claim) and fails it
+    p_claim = table["p_claim"].to_numpy(np.float64)
+    adjusted = holm(np.where(np.isfinite(p_claim), p_claim, 1.0))
+    table["p_claim_holm"] = np.where(np.isfinite(p_claim), adjusted, np.nan)
+    level = alpha / max(m, 1)
+    unprovable = [f"{r.task} · {r.protocol}" for r in table.itertuples()
+                  if r.claim_test == "bootstrap" and np.isfinite(r.claim_floor) and r.claim_floor >= level]
     table.attrs.update(model_a=model_a, model_b=model_b, metric=metric, alpha=alpha, results_dir=str(results_dir),
                        better_on_all={f: better_on_all(table["diff"], table[f"{f}_holm"], alpha) for f in P_FAMILIES},
-                       worse_on_all={f: better_on_all(-table["diff"], table[f"{f}_holm"], alpha) for f in P_FAMILIES})
+                       worse_on_all={f: better_on_all(-table["diff"], table[f"{f}_holm"], alpha) for f in P_FAMILIES},
+                       claim={"m": m, "level": level, "claim_n_boot": n_claim, "unprovable": unprovable,
+                              "supported": better_on_all(table["diff"], table["p_claim_holm"], alpha),
+                              "reverse_supported": better_on_all(-table["diff"], table["p_claim_holm"], alpha)})
     return table
 
 
@@ -336,14 +443,16 @@ def format_comparison(table: pd.DataFrame) -> str:
     # p-value columns with no test at all in this table (e.g. Wilcoxon without segmentation) are left out
     shown = [f for f in P_FAMILIES if f in ("p_boot", "p_ttest_paper") or table[f].notna().any()]
     level = f"{100 * (1 - alpha):g}%"
-    header = ["task · protocol", "metric", a, b, f"A−B [{level} CI]", *[_SHORT[f] for f in shown]]
+    header = ["task · protocol", "metric", a, b, f"A−B [{level} CI]", *[_SHORT[f] for f in shown], "claim test: p (Holm)"]
     lines_data = []
     for _, r in table.iterrows():
         diff = _signed_pct(r["diff"])
         if np.isfinite(r["ci_low"]):
             diff += f" [{_signed_pct(r['ci_low'])}, {_signed_pct(r['ci_high'])}]"
+        test = r["claim_test"] if isinstance(r["claim_test"], str) else "none"
+        claim = "no test" if test == "none" else f"{_CLAIM_SHORT.get(test, test)}: {_p_pair(r['p_claim'], r['p_claim_holm'])}"
         lines_data.append([f"{r['task']} · {r['protocol']}", str(r["metric"]), _pct(r["value_a"]), _pct(r["value_b"]), diff,
-                           *[_p_pair(r[f], r[f"{f}_holm"]) for f in shown]])
+                           *[_p_pair(r[f], r[f"{f}_holm"]) for f in shown], claim])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines_data)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     n_boot = sorted({int(v) for v in table["n_boot"] if np.isfinite(v)})
@@ -358,14 +467,41 @@ def format_comparison(table: pd.DataFrame) -> str:
     notes = [f"  {r['task']} · {r['protocol']}: {r['note']}" for _, r in table.iterrows() if isinstance(r["note"], str) and r["note"]]
     if notes:
         out += ["Notes:", *notes]
-    tested = table["p_boot_holm"].notna()
-    wins = int(((table["diff"] > 0) & (table["p_boot_holm"] < alpha)).sum())
-    losses = int(((table["diff"] < 0) & (table["p_boot_holm"] < alpha)).sum())
-    holds = better_on_all(table["diff"], table["p_boot_holm"], alpha)
-    untested = f", {int((~tested).sum())} untested" if (~tested).any() else ""
-    reverse = (f" (the reverse claim, {b} better than {a} on all, holds)"
-               if better_on_all(-table["diff"], table["p_boot_holm"], alpha) else "")
-    out.append(f"Claim \"{a} better than {b} on all {len(table)} task/protocol rows\" (paired bootstrap, Holm, "
-               f"α = {alpha:g}): {'HOLDS' if holds else 'NOT SUPPORTED'} — {a} significantly better on {wins}, "
-               f"worse on {losses}, no significant difference on {int(tested.sum()) - wins - losses}{untested}{reverse}.")
+    out += _claim_lines(table, a, b, alpha)
     return "\n".join(out)
+
+
+_CLAIM_SHORT = {"delong": "DeLong", "mcnemar": "McNemar", "wilcoxon": "Wilcoxon", "bootstrap": "boot."}
+
+
+def _claim_lines(table: pd.DataFrame, a: str, b: str, alpha: float) -> list[str]:
+    """The family, the tests, the replicates and the verdict of "A better than B on all rows"."""
+    claim = table.attrs.get("claim") or {}
+    m = int(claim.get("m", len(table)))
+    level = float(claim.get("level", alpha / max(m, 1)))
+    counts = table["claim_test"].fillna("none").value_counts().to_dict()
+    tests = ", ".join(f"{_CLAIM_SHORT.get(t, t)} {n}" for t, n in sorted(counts.items()) if t != "none")
+    metrics = ", ".join(sorted({str(x) for x in table["metric"]}))
+    out = ["", f"Claim family: the {m} rows above, one per task · protocol, each on one metric ({metrics}; label "
+           f"efficiency at its largest training fraction only), Holm-corrected at α = {alpha:g} (smallest threshold "
+           f"α/m = {level:.2g}). Tests: {tests or 'none'}"
+           + (f", no test {counts['none']}" if counts.get("none") else "") + "."]
+    boot_rows = table[table["claim_test"] == "bootstrap"]
+    if len(boot_rows):
+        b_used = sorted({int(x) for x in boot_rows["claim_n_boot"] if np.isfinite(x)})
+        floor = bootstrap_floor(min(b_used)) if b_used else math.nan
+        out.append(f"Paired bootstrap for the claim: B = {', '.join(map(str, b_used))} resamples drawn for these rows "
+                   f"(needed: 20·m/α = {claim_replicates(m, alpha)}); smallest attainable p = 2/(B+1) = {floor:.2g}"
+                   + (f" ≥ α/m: {len(claim['unprovable'])} row(s) cannot be proven at these replicates "
+                      f"({', '.join(claim['unprovable'])}); draw more with --claim-boot" if claim.get("unprovable") else
+                      " < α/m") + ".")
+    p = table["p_claim_holm"]
+    wins = int(((table["diff"] > 0) & (p < alpha)).sum())
+    losses = int(((table["diff"] < 0) & (p < alpha)).sum())
+    untested = int(p.isna().sum())
+    verdict = "SUPPORTED" if claim.get("supported") else "NOT SUPPORTED"
+    reverse = f" (the reverse claim, {b} better than {a} on all, is supported)" if claim.get("reverse_supported") else ""
+    out.append(f"Claim \"{a} better than {b} on all {m} task/protocol rows\": {verdict} — {a} significantly better on "
+               f"{wins}, worse on {losses}, no significant difference on {m - wins - losses - untested}"
+               + (f", no test possible on {untested}" if untested else "") + f"{reverse}.")
+    return out

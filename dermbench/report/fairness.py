@@ -41,13 +41,17 @@ def _names(value: Union[None, str, Sequence[str]]) -> Optional[set[str]]:
 def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = None,
                    task: Union[None, str, Sequence[str]] = None, metric: str = "auroc",
                    protocol: Union[None, str, Sequence[str]] = None, attribute: Union[None, str, Sequence[str]] = None,
-                   min_samples: int = MIN_SAMPLES) -> pd.DataFrame:
+                   min_samples: int = MIN_SAMPLES, selection=None, records: Optional[Sequence[dict]] = None) -> pd.DataFrame:
     """Per-subgroup metrics, the largest gap and the overall value for the results under ``results_dir``.
 
     ``model``, ``task``, ``protocol``, ``attribute``: names (a string may be comma-separated, a task
     may be a group or 'all'); None: every result with ``group_*`` columns. Label-efficiency and
     federated results are skipped (several predictions per test image). Columns: see ``COLUMNS``;
     ``row`` is 'subgroup', 'gap' or 'overall'. Values are fractions (not percent).
+
+    One result per (model, task, protocol) by :func:`dermbench.run.identity.select_results`
+    (``selection``: its filters), or the given ``records`` (already selected, as the leaderboard
+    passes them); results of one (task, protocol) on different test sets are refused.
     """
     from dermbench.report.labels import PROTOCOL_ORDER
     from dermbench.run.results import iter_results
@@ -68,7 +72,11 @@ def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = N
                 tasks |= {c.name for c in select_tasks(part)}
             except KeyError:
                 tasks.add(part)  # a task of another card folder, matched by name
-    records = [r for r in iter_results(results_dir)
+    if records is None:
+        from dermbench.run.identity import select_results
+
+        records = [p.record for p in select_results(list(iter_results(results_dir)), selection).values()]
+    records = [r for r in records
                if r.get("protocol") not in EXCLUDED_PROTOCOLS
                and (models is None or r["model"] in models) and (tasks is None or r["task"] in tasks)
                and (protocols is None or r["protocol"] in protocols)]
@@ -76,6 +84,10 @@ def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = N
     records.sort(key=lambda r: (order.get(r["task"], len(order)), r["task"],
                                 PROTOCOL_ORDER.index(r["protocol"]) if r["protocol"] in PROTOCOL_ORDER else 99,
                                 r["protocol"], r["model"]))
+    from dermbench.run.identity import check_same_test_set
+
+    for key in dict.fromkeys((r["task"], r["protocol"]) for r in records):
+        check_same_test_set([r for r in records if (r["task"], r["protocol"]) == key], f"fairness {key[0]} · {key[1]}")
     rows = []
     for r in records:
         rows += record_fairness(results_dir, r, metric, sorted(attributes) if attributes else None, min_samples)
@@ -98,16 +110,19 @@ def format_fairness(df: pd.DataFrame) -> str:
                 "fitzpatrick17k-3 (skin type) or derm7pt (sex)).")
     metric = df.attrs.get("metric") or df["metric"].iloc[0]
     out = [f"Subgroup {METRIC_TITLES.get(metric, metric)} in percent: value [95% percentile bootstrap CI within the "
-           "subgroup]; gap = max − min over subgroups ('unknown' excluded) [CI of max − min over the shared test-set "
-           "resamples] (highest − lowest subgroup: [paired CI of their difference on the same resamples]); "
-           "overall = whole test set. —: not reported (see notes).", ""]
+           "subgroup]. Gap test: highest − lowest subgroup on the full test set, their paired difference [95% "
+           "paired-bootstrap CI over the shared test-set resamples] and its two-sided p (the pair is picked from the "
+           "data, so p is optimistic). max − min: descriptive only, over subgroups ('unknown' excluded), with the "
+           "percentile interval of max − min over the same resamples; that interval is biased upward and cannot "
+           "contain 0, so it is not a test. overall = whole test set. —: not reported (see notes).", ""]
     keys = list(dict.fromkeys(zip(df["task"], df["protocol"], df["attribute"])))
     for task, protocol, attribute in keys:
         part = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["attribute"] == attribute)]
         subs = part[part["row"] == "subgroup"]
         order = list(dict.fromkeys(subs["subgroup"]))
         first = {s: subs[subs["subgroup"] == s].iloc[0] for s in order}
-        header = [f"{first[s]['label']} (n={int(first[s]['n'])})" for s in order] + ["gap (max − min)", "overall"]
+        header = [f"{first[s]['label']} (n={int(first[s]['n'])})" for s in order] + [
+            "gap test: highest − lowest [paired CI], p", "max − min (descriptive)", "overall"]
         out += [f"## {task} · {protocol} · {attribute}", "", "| model | " + " | ".join(header) + " |",
                 "|---" * (len(header) + 1) + "|"]
         models = list(dict.fromkeys(part["model"]))
@@ -124,9 +139,11 @@ def format_fairness(df: pd.DataFrame) -> str:
             if len(gap) and not math.isnan(gap.iloc[0]["value"]):
                 g = gap.iloc[0]
                 where = g["note"].split(";")[0].replace("max ", "").replace(", min ", " − ")
-                cells.append(f"{_cell(g)} ({where}: [{_pct(g['pair_ci_low'])}, {_pct(g['pair_ci_high'])}])")
+                cells.append(f"{where}: {_pct(g['pair_diff'])} [{_pct(g['pair_ci_low'])}, {_pct(g['pair_ci_high'])}], "
+                             f"p {_p(g['pair_p'])}")
+                cells.append(_cell(g))
             else:
-                cells.append("—")
+                cells += ["—", "—"]
                 if len(gap):
                     notes.setdefault(("gap", gap.iloc[0]["note"]), []).append(m)
             overall = rows[rows["row"] == "overall"]
@@ -139,6 +156,12 @@ def format_fairness(df: pd.DataFrame) -> str:
                 out.append(f"- {label}: {note}" + ("" if len(who) == len(models) else f" ({', '.join(who)})"))
             out.append("")
     return "\n".join(out)
+
+
+def _p(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return "<1e-4" if v < 1e-4 else f"{v:.4f}"
 
 
 def _cell(row: pd.Series) -> str:

@@ -8,9 +8,17 @@ are per setting (``auroc@0.2`` for label efficiency) one table per task with a c
 A cell is ``value [CI low, CI high]`` in percent (percentile 95% bootstrap CI). **Bold**: the best
 value in the column. †: significantly worse than the column's best by the two-sided paired bootstrap
 (:func:`dermbench.stats.paired.paired_bootstrap_test`) on the shared resamples, p < 0.05, uncorrected
-(use ``dermbench compare`` for Holm-corrected claims). ‡: the backbone saw the task's training
-images during pretraining. "—": no result. Avg: mean over the group's datasets, complete rows
-only (its replicates are the mean of the datasets' replicates, so it gets a † too).
+(use ``dermbench compare`` for Holm-corrected claims). °: no paired test against the best could be
+computed (no per-sample replicates, e.g. captions): it says nothing about significance. ‡: the
+backbone's weights saw the task's training images during pretraining; ‡?: a weights file of unknown
+origin (whether it saw them is unknown). "—": no result. Avg: mean over the group's datasets,
+complete rows only (its replicates are the mean of the datasets' replicates, so it gets a † too).
+Results trained with several head seeds show the spread over seeds: ``(sd x, k seeds)``.
+
+Records: one result per (model, task, protocol), chosen by
+:func:`dermbench.run.identity.select_results` (filters, then the paper's defaults); results of one
+(task, protocol) on different splits or different shared resamples are refused
+(:func:`dermbench.run.identity.check_same_test_set`), since the marks need paired results.
 
 The CSV carries every number: the percentile CI, the bootstrap sd, the paper's μ and v and its
 interval μ ± v (labelled ``paper_mu_minus_v`` / ``paper_mu_plus_v``: a variance added to a mean,
@@ -35,6 +43,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from dermbench.io import atomic_write_bytes
+from dermbench.run.identity import SELECTION_RULE, Selection, check_same_test_set, select_results
 from dermbench.run.results import iter_results, read_predictions
 from dermbench.data.tasks import GROUPS, PAPER_ORDER
 
@@ -49,9 +58,14 @@ ALPHA = 0.05
 LEGEND = ("Cells: value [95% percentile bootstrap CI], in percent. **Bold**: best in the column. "
           "†: significantly worse than the column's best (two-sided paired bootstrap on the shared resamples, "
           "p < 0.05, not corrected for multiple comparisons; `dermbench compare` gives Holm-corrected tests). "
+          "°: no paired test against the column's best could be computed (no per-sample replicates): "
+          "not a statement of no difference. "
           "—: no result. Avg: mean over the group's datasets, complete rows only, with the bootstrap CI of the mean. "
-          "‡: the backbone saw this task's training images during pretraining. "
-          "Label efficiency: mean over repeats; the group tables show the largest training fraction.")
+          "‡: the backbone's weights saw this task's training images during pretraining; ‡?: weights of unknown "
+          "origin (a weights file), whether they saw them is unknown. "
+          "(sd x, k seeds): standard deviation of the value over k head seeds on the same split. "
+          "Label efficiency: mean over repeats; the group tables show the largest training fraction. "
+          "Results shown: " + SELECTION_RULE)
 
 
 @dataclass
@@ -69,6 +83,7 @@ class Table:
     # model -> percentile 95% CI of its average: the per-task replicates averaged replicate by replicate
     # (each task's resamples are drawn independently, so this is the bootstrap of the mean over tasks)
     avg_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tested: bool = False  # paired tests against the best were attempted (a results folder was given)
 
     @property
     def title(self) -> str:
@@ -113,6 +128,14 @@ class Table:
             return self.avg_p.get(model)
         return (self.cells.get((model, column)) or {}).get("p_vs_best")
 
+    def untested(self, model: str, column: str) -> bool:
+        """A value that is not the best and has no paired test against the best (shown with °)."""
+        if column == "avg":
+            p = self.avg_p.get(model)
+            return (self.tested and self.average(model) is not None and not self.is_best(model, "avg")
+                    and (p is None or math.isnan(p)))
+        return bool((self.cells.get((model, column)) or {}).get("untested")) and not self.is_best(model, column)
+
     def worse(self, model: str, column: str) -> bool:
         p = self.p_vs_best(model, column)
         return p is not None and not math.isnan(p) and p < ALPHA and not self.is_best(model, column)
@@ -121,12 +144,39 @@ class Table:
 # ---------------------------------------------------------------------------------------------
 # Records, metrics, replicates
 # ---------------------------------------------------------------------------------------------
-def load_records(results_dir: Path, rebuild: bool = False) -> list[dict]:
-    records = list(iter_results(results_dir))
+def load_records(results_dir: Path, rebuild: bool = False, selection: Optional[Selection] = None) -> list[dict]:
+    """One record per (model, task, protocol) by the selection rule, each with its ``seed_spread``
+    (per metric: sd over the head seeds of otherwise identical results); refuses results of one
+    (task, protocol) on different test sets or resamples."""
+    records = select_records(list(iter_results(results_dir)), selection)
     if rebuild:
         for r in records:
             r["metrics"] = recompute_metrics(Path(results_dir), r)
     return records
+
+
+def select_records(records: Sequence[dict], selection: Optional[Selection] = None) -> list[dict]:
+    picked = select_results(records, selection)
+    out = []
+    for _, p in sorted(picked.items()):
+        record = dict(p.record)
+        if len(p.seed_records) > 1:
+            spread = {}
+            for name in record.get("metrics") or {}:
+                values = [float(r["metrics"][name]["value"]) for r in p.seed_records
+                          if name in (r.get("metrics") or {}) and r["metrics"][name].get("value") is not None]
+                values = [v for v in values if math.isfinite(v)]
+                if len(values) > 1:
+                    spread[name] = {"sd": float(np.std(values, ddof=1)), "mean": float(np.mean(values)), "n": len(values)}
+            record["seed_spread"] = spread
+            record["seeds"] = [int((r.get("identity") or {}).get("head_seed", r.get("seed", 0))) for r in p.seed_records]
+        out.append(record)
+    by_column: dict[tuple[str, str], list[dict]] = {}
+    for r in out:
+        by_column.setdefault((r["task"], r["protocol"]), []).append(r)
+    for (task, protocol), rows in sorted(by_column.items()):
+        check_same_test_set(rows, f"leaderboard column {task} · {protocol}")
+    return out
 
 
 def recompute_metrics(results_dir: Path, record: dict) -> dict:
@@ -213,6 +263,12 @@ def _setting_order(suffix: str) -> tuple:
     return (rank, float(suffix.count("/")), suffix)
 
 
+def _cell_record(record: dict, metric: str) -> dict:
+    spread = (record.get("seed_spread") or {}).get(metric) or {}
+    return {**record["metrics"][metric], "contaminated": record.get("contaminated", False),
+            "seed_sd": spread.get("sd"), "n_seeds": spread.get("n")}
+
+
 def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) -> list[Table]:
     """All tables; with ``results_dir`` each cell also gets its paired-bootstrap p against the column's best."""
     tables = []
@@ -234,7 +290,7 @@ def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) ->
                 cells, src = {}, {}
                 for r in rows:
                     if metric in r["metrics"]:
-                        cells[(r["model"], r["task"])] = {**r["metrics"][metric], "contaminated": r.get("contaminated", False)}
+                        cells[(r["model"], r["task"])] = _cell_record(r, metric)
                         src[(r["model"], r["task"])] = (r, metric)
                 t = Table(group, protocol, metric, tasks, [titles[x] for x in tasks], models, cells)
                 tables.append(t)
@@ -254,7 +310,7 @@ def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) ->
                     for r in task_rows:
                         for k in columns:
                             if k in r["metrics"]:
-                                cells[(r["model"], k)] = {**r["metrics"][k], "contaminated": r.get("contaminated", False)}
+                                cells[(r["model"], k)] = _cell_record(r, k)
                                 src[(r["model"], k)] = (r, k)
                     t = Table(group, protocol, metric, columns,
                               [_setting_title(protocol, _metric_key_parts(k)[1] or k) for k in columns],
@@ -282,6 +338,7 @@ def _add_replicate_statistics(table: Table, src: dict[tuple[str, str], tuple[dic
         all_reps = store.get(record)
         return None if all_reps is None or key not in all_reps else np.asarray(all_reps[key], dtype=np.float64)
 
+    table.tested = True
     for column in table.tasks:
         best_models = [m for m in table.models if table.is_best(m, column)]
         if not best_models:
@@ -298,8 +355,12 @@ def _add_replicate_statistics(table: Table, src: dict[tuple[str, str], tuple[dic
             value = table.value(m, column)
             if mine is None or ref_reps is None or value is None or mine.shape != ref_reps.shape \
                     or not _paired(src[(m, column)][0], src[(ref, column)][0]):
+                # its own mark (°): an untested cell must not read as "not significantly worse"
+                table.cells[(m, column)]["untested"] = value is not None
                 continue
-            table.cells[(m, column)]["p_vs_best"] = float(test(mine, ref_reps, value - table.best(column))["p"])
+            p = float(test(mine, ref_reps, value - table.best(column))["p"])
+            table.cells[(m, column)]["p_vs_best"] = p
+            table.cells[(m, column)]["untested"] = math.isnan(p)
     if not table.has_average:
         return
 
@@ -335,19 +396,26 @@ def _fmt(v: Optional[float]) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-def _cell_text(cell: Optional[dict], dagger: str = " †", ddag: str = " ‡", worse: bool = False) -> str:
+def _cell_text(cell: Optional[dict], dagger: str = " †", ddag: str = " ‡", worse: bool = False,
+               untested_mark: str = " °") -> str:
     if cell is None or cell.get("value") is None or math.isnan(cell["value"]):
         return "—"
-    marks = (dagger if worse else "") + (ddag if cell.get("contaminated") else "")
-    return f"{_fmt(cell['value'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]{marks}"
+    contaminated = cell.get("contaminated")
+    marks = (dagger if worse else "") + (untested_mark if cell.get("untested") and not worse else "")
+    marks += ddag if contaminated is True else (ddag + "?") if contaminated == "unknown" else ""
+    spread = ""
+    if cell.get("n_seeds"):
+        spread = f" (sd {_fmt(cell['seed_sd'])}, {int(cell['n_seeds'])} seeds)"
+    return f"{_fmt(cell['value'])} [{_fmt(cell['ci_low'])}, {_fmt(cell['ci_high'])}]{spread}{marks}"
 
 
-def _avg_text(t: Table, model: str, dagger: str = " †") -> str:
+def _avg_text(t: Table, model: str, dagger: str = " †", untested_mark: str = " °") -> str:
     avg = t.average(model)
     if avg is None:
         return "—"
     ci = t.avg_ci.get(model)
-    return _fmt(avg) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + (dagger if t.worse(model, "avg") else "")
+    marks = dagger if t.worse(model, "avg") else untested_mark if t.untested(model, "avg") else ""
+    return _fmt(avg) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "") + marks
 
 
 def _columns(t: Table) -> list[str]:
@@ -376,13 +444,17 @@ def to_markdown(tables: Sequence[Table], figures: Sequence[str] = ()) -> str:
 
 CSV_COLUMNS = ["group", "protocol", "metric", "table_task", "column", "model", "task", "value", "ci_low", "ci_high",
                "std", "n_boot_valid", "paper_mu", "paper_v", "paper_mu_minus_v", "paper_mu_plus_v", "repeat_std",
-               "best_in_column", "p_vs_best", "worse_than_best", "contaminated"]
+               "best_in_column", "p_vs_best", "worse_than_best", "contaminated", "untested", "seed_sd", "n_seeds"]
 
 
 def _num(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return f"{float(v):.6f}"
+
+
+def _contamination_text(value: Any) -> str:
+    return "unknown" if value == "unknown" else str(int(bool(value)))
 
 
 def to_csv(tables: Sequence[Table]) -> str:
@@ -406,11 +478,13 @@ def to_csv(tables: Sequence[Table]) -> str:
                                         _num(c.get("std")), c.get("n_boot_valid", ""), _num(mu), _num(v),
                                         _num(c.get("paper_low")), _num(c.get("paper_high")), _num(c.get("repeat_std")),
                                         int(t.is_best(m, col)), _num(t.p_vs_best(m, col)), int(t.worse(m, col)),
-                                        int(bool(c.get("contaminated")))])
+                                        _contamination_text(c.get("contaminated")), int(t.untested(m, col)),
+                                        _num(c.get("seed_sd")), c.get("n_seeds") or ""])
             if t.has_average:
                 avg, ci = t.average(m), t.avg_ci.get(m, (None, None))
                 writer.writerow(head + ["avg", m, "avg", _num(avg), _num(ci[0]), _num(ci[1])] + [""] * 8 +
-                                [int(t.is_best(m, "avg")), _num(t.p_vs_best(m, "avg")), int(t.worse(m, "avg")), ""])
+                                [int(t.is_best(m, "avg")), _num(t.p_vs_best(m, "avg")), int(t.worse(m, "avg")), "",
+                                 int(t.untested(m, "avg")), "", ""])
     return buf.getvalue()
 
 
@@ -422,7 +496,8 @@ def _latex_escape(text: str) -> str:
 def to_latex(tables: Sequence[Table]) -> str:
     out = ["% dermbench leaderboard: value [95% percentile bootstrap CI] in percent; best per column in bold;",
            "% $^\\dagger$ significantly worse than the column's best (paired bootstrap, p < 0.05, uncorrected);",
-           "% -- no result; Avg over complete rows; $^\\ddag$ the backbone saw the task's training images.",
+           "% $^\\circ$ no paired test could be computed; -- no result; Avg over complete rows;",
+           "% $^\\ddag$ the weights saw the task's training images ($^\\ddag$? weights of unknown origin).",
            "% Needs \\usepackage{booktabs}."]
     for t in tables:
         columns = _columns(t)
@@ -433,11 +508,12 @@ def to_latex(tables: Sequence[Table]) -> str:
         for m in t.models:
             cells = []
             for task in t.tasks:
-                text = _cell_text(t.cells.get((m, task)), dagger="$^\\dagger$", ddag="$^\\ddag$", worse=t.worse(m, task))
+                text = _cell_text(t.cells.get((m, task)), dagger="$^\\dagger$", ddag="$^\\ddag$", worse=t.worse(m, task),
+                                  untested_mark="$^\\circ$")
                 text = "--" if text == "—" else text
                 cells.append(f"\\textbf{{{text}}}" if t.is_best(m, task) else text)
             if t.has_average:
-                text = _avg_text(t, m, dagger="$^\\dagger$").replace("—", "--")
+                text = _avg_text(t, m, dagger="$^\\dagger$", untested_mark="$^\\circ$").replace("—", "--")
                 cells.append(f"\\textbf{{{text}}}" if t.is_best(m, "avg") else text)
             out.append(_latex_escape(m) + " & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
@@ -613,7 +689,7 @@ def _kind_of(records: Sequence[dict], t: Table) -> str:
 # Entry point
 # ---------------------------------------------------------------------------------------------
 def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats: Sequence[str] = ("md",),
-                      rebuild: bool = False, figures: bool = True) -> dict:
+                      rebuild: bool = False, figures: bool = True, selection: Optional[Selection] = None) -> dict:
     """Tables from the results store; written to ``out_dir`` in ``formats`` (md, csv, latex, html) if given,
     with the fairness tables (md, csv) and the figures (SVG) beside them. Returns markdown, tables, paths."""
     writers = ("md", "csv", "latex", "html")
@@ -621,9 +697,10 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     if unknown:
         raise ValueError(f"unknown leaderboard format(s) {unknown}; available: {', '.join(writers)}")
     results_dir = Path(results_dir)
-    records = load_records(results_dir, rebuild=rebuild)
+    records = load_records(results_dir, rebuild=rebuild, selection=selection)
     if not records:
-        raise FileNotFoundError(f"no results under {results_dir}; run `dermbench run ...` first")
+        raise FileNotFoundError(f"no results under {results_dir}"
+                                + (f" matching {selection.describe()}" if selection else "") + "; run `dermbench run ...` first")
     tables = build_tables(records, results_dir)
     paths: list[Path] = []
     if out_dir is None:
@@ -636,7 +713,7 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
 
     out_dir = Path(out_dir)
     # classification subgroups by AUROC, segmentation subgroups by Dice (each kind's main metric)
-    parts = [df for df in (fairness_table(results_dir, metric=m) for m in FAIRNESS_METRICS) if not df.empty]
+    parts = [df for df in (fairness_table(results_dir, metric=m, records=records) for m in FAIRNESS_METRICS) if not df.empty]
     fairness_df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FAIRNESS_COLUMNS)
     from dermbench.report.sections import build_sections
 

@@ -58,6 +58,7 @@ class Job:
     features: tuple[FeatureNeed, ...] = ()
     after: tuple[str, ...] = ()  # ids of the jobs whose output this one reads
     explicit: bool = False  # the task was named on the command line: a missing dataset is an error, not a skip
+    head_seed: int = 0  # protocol jobs: the seed of the trained head (one job per --seed)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -85,14 +86,30 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     main_metric: str = ""
     job: str = ""  # the job id
+    result_key: str = ""  # protocol jobs: the key of the result computed or found (dermbench.run.identity)
 
 
-def features_job_id(model: str, task: str) -> str:
-    return f"{model}.{task}.features"
+def settings_digest(settings, protocol: Optional[str] = None, head_seed: int = 0) -> str:
+    """8 hex digits over the settings that make a job different from the same job of another run into the
+    same results folder (data, weights; for a protocol also split, replicates, its --set, the head seed), so
+    that runs with different settings never share a claim. The result itself is identified by its key
+    (:mod:`dermbench.run.identity`), computed by the job."""
+    parts: dict[str, Any] = {"data_root": str(settings.data_root) if settings.data_root else None,
+                             "weights": settings.weights}
+    if settings.data_root is None:
+        parts["synth_scale"] = settings.synth_scale
+    if protocol is not None:
+        parts.update(split_mode=settings.split_mode, split_seed=getattr(settings, "split_seed", 0),
+                     n_boot=settings.n_boot, overrides=settings.overrides.get(protocol) or {}, head_seed=head_seed)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def protocol_job_id(model: str, task: str, protocol: str) -> str:
-    return f"{model}.{task}.{protocol}"
+def features_job_id(model: str, task: str, digest: str) -> str:
+    return f"{model}.{task}.features.{digest}"
+
+
+def protocol_job_id(model: str, task: str, protocol: str, head_seed: int, digest: str) -> str:
+    return f"{model}.{task}.{protocol}.seed{head_seed}.{digest}"
 
 
 def default_results_dir(data_root: Optional[Path]) -> Path:
@@ -153,14 +170,17 @@ def plan(settings, log: Optional[Callable[[str], None]] = None) -> list[Job]:
                 protocol_needs[name] = _feature_needs(name, settings.overrides.get(name) or {})
                 for need in protocol_needs[name] if runnable(name) is None else ():
                     needs.setdefault((need.kind, need.view), need)
-            features_id = features_job_id(label, card.name)
+            features_id = features_job_id(label, card.name, settings_digest(settings))
             if needs:
                 jobs.append(Job(id=features_id, stage="features", model=label, model_key=key, task=card.name,
                                 features=tuple(needs.values()), explicit=card.name in explicit))
+            seeds = settings.head_seeds if hasattr(settings, "head_seeds") else [settings.seed]
             for name in names:
-                jobs.append(Job(id=protocol_job_id(label, card.name, name), stage="protocol", model=label, model_key=key,
-                                task=card.name, protocol=name, features=protocol_needs[name],
-                                after=(features_id,) if needs else (), explicit=card.name in explicit))
+                for seed in seeds:
+                    jobs.append(Job(id=protocol_job_id(label, card.name, name, seed, settings_digest(settings, name, seed)),
+                                    stage="protocol", model=label, model_key=key, task=card.name, protocol=name,
+                                    features=protocol_needs[name], after=(features_id,) if needs else (),
+                                    explicit=card.name in explicit, head_seed=seed))
     return jobs
 
 
@@ -232,14 +252,19 @@ def saved_jobs(results_dir: Path) -> list[Job]:
 
 
 def is_done(results_dir: Path, job: Job) -> bool:
-    """A protocol job is done when its result is; a features job when it finished into the feature cache
-    in use now (with another $DERMBENCH_CACHE its features are not there)."""
-    if job.stage == "protocol":
-        return is_finished(results_dir, job.model, job.task, job.protocol)
+    """Whether the job finished in an earlier run, from its done record: a protocol job when the result it
+    recorded (by key) is still finished, a features job when it finished into the feature cache in use now.
+
+    This is what `plan`, `status` and the Slurm submission go by; the jobs themselves decide by the result's
+    key (which needs the data hashed and the backbone built), so a dataset edited in place under the same
+    path is recomputed by `run`, though `status` still shows the old result as done."""
     try:
         record = json.loads(done_marker(results_dir, job.id).read_text())
     except (FileNotFoundError, ValueError):
         return False
+    if job.stage == "protocol":
+        key = record.get("result_key")
+        return bool(key) and is_finished(results_dir, job.model, job.task, job.protocol, key)
     from dermbench.config import cache_dir
 
     return record.get("cache") == str(cache_dir() / "features")
@@ -256,6 +281,10 @@ class JobState:
 def job_states(results_dir: Path, jobs: list[Job]) -> list[JobState]:
     """done / running / failed / missing for each job, from the results and the bookkeeping files."""
     running = claims_mod.live_claims(claims_dir(results_dir))
+    return _states(results_dir, jobs, running)
+
+
+def _states(results_dir: Path, jobs: list[Job], running: dict) -> list[JobState]:
     # a features job is also done when every protocol reading its features is (nothing needs them any more)
     readers: dict[str, list[Job]] = {}
     for j in jobs:

@@ -5,8 +5,11 @@ then one job per protocol) and hands it to an executor (:mod:`dermbench.run.exec
 a shard, Slurm), whose workers call :func:`run_jobs`. One code path for every protocol job: load the
 task through its adapter, make (or reuse) the seeded split, run the protocol on cached frozen
 features, compute metrics with the shared bootstrap from the per-sample predictions, write the
-result atomically. Finished results are skipped unless ``overwrite``; a failure in one job is
-reported and the run goes on, and the run exits non-zero at the end.
+result atomically. Every result is stored under its key (:mod:`dermbench.run.identity`: backbone
+and weights, task card, data, split, protocol settings and version, head seed, bootstrap
+replicates); a result whose key is already finished is skipped unless ``overwrite``, and results of
+other settings stay beside it. A failure in one job is reported and the run goes on, and the run
+exits non-zero at the end.
 """
 from __future__ import annotations
 
@@ -26,12 +29,13 @@ from dermbench.io import atomic_write_json
 from dermbench.protocols import get_protocol
 from dermbench.protocols.base import RunContext
 from dermbench.run import claims
+from dermbench.run.identity import result_identity, result_key
 from dermbench.run.plan import (Job, Outcome, claims_dir, clear_failure, default_results_dir, done_marker,  # noqa: F401
                                 failure_record, is_done, log_path, model_label, plan, runnable, save_plan,
                                 write_failure)
-from dermbench.run.results import as_stored, now, provenance, result_paths, write_result
+from dermbench.run.results import as_stored, is_finished, now, provenance, result_paths, write_result
 from dermbench.data.splits import Split, make_split, write_split
-from dermbench.stats.bootstrap import DEFAULT_N_BOOT, shared_bootstrap_indices
+from dermbench.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_seed, shared_bootstrap_indices
 from dermbench.data.tasks import TaskCard, get_card
 
 
@@ -43,7 +47,7 @@ class RunSettings:
     data_root: Optional[Path] = None
     weights: Optional[str] = None  # None | 'random' | path (applies to every model given)
     output: Optional[Path] = None
-    seed: int = 0
+    seed: int = 0  # seed of the heads when ``seeds`` is not given
     device: str = "cpu"
     overwrite: bool = False
     n_boot: int = DEFAULT_N_BOOT
@@ -51,6 +55,12 @@ class RunSettings:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> {setting: value}
     progress: bool = True
     synth_scale: float = 1.0
+    seeds: Optional[list[int]] = None  # head seeds: one result per seed, all on the same split (None: [seed])
+    split_seed: int = 0  # seed of the split and of the shared bootstrap resamples
+
+    @property
+    def head_seeds(self) -> list[int]:
+        return list(dict.fromkeys(self.seeds)) if self.seeds else [self.seed]
 
 
 def resolve_device(device: str) -> str:
@@ -72,10 +82,20 @@ class TaskCache:
     def __init__(self, data_root: Path, results_dir: Path, seed: int, split_mode: str):
         self.data_root = data_root
         self.splits_dir = results_dir / "_splits"
-        self.seed = seed
+        self.seed = seed  # the split seed
         self.split_mode = split_mode
         self._data: dict[str, TaskData] = {}
         self._splits: dict[str, Split] = {}
+        self._hashes: dict[str, str] = {}
+
+    def data_sha256(self, card: TaskCard) -> str:
+        """Hash of the task's samples and image contents (part of every result's key)."""
+        if card.name not in self._hashes:
+            from dermbench.features.cache import _HASHES
+            from dermbench.run.identity import data_sha256
+
+            self._hashes[card.name] = data_sha256(self.data(card).samples, _HASHES)
+        return self._hashes[card.name]
 
     def data(self, card: TaskCard) -> TaskData:
         if card.name not in self._data:
@@ -129,6 +149,16 @@ def _with_groups(predictions: pd.DataFrame, data: TaskData) -> pd.DataFrame:
     return out
 
 
+def contamination(card: TaskCard, entry, weights: Optional[str]):
+    """Whether the weights saw this task's training images: True / False, or 'unknown' for a weights
+    file of unknown origin. Untrained weights (``--weights random``, random-vit) saw nothing."""
+    if weights == "random" or entry.meta.key == "random-vit":
+        return False
+    if weights is not None:
+        return "unknown"
+    return card.name in entry.meta.seen_tasks
+
+
 def resolve_run(settings: RunSettings, log: Callable[[str], None] = print, check_device: bool = True) -> RunSettings:
     """A copy of ``settings`` that every worker of a run can use as is: the data root found (DermSynth
     generated when none is given), the results folder and the data root absolute, the device checked
@@ -176,7 +206,7 @@ def run_jobs(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] 
     resolved (:func:`resolve_run`). A job already done is skipped (unless ``overwrite``), one that a live
     worker has claimed is left to it, a stale claim is taken over; each job's log goes to its log file."""
     runner = JobRunner(settings, log)
-    return [runner.run(job) for job in jobs]
+    return [runner.run(job, readers=[j for j in jobs if job.id in j.after]) for job in jobs]
 
 
 class JobRunner:
@@ -187,7 +217,7 @@ class JobRunner:
         self.results_dir = Path(settings.output)
         self.console = log
         self.log = log
-        self.tasks = TaskCache(Path(settings.data_root), self.results_dir, settings.seed, settings.split_mode)
+        self.tasks = TaskCache(Path(settings.data_root), self.results_dir, settings.split_seed, settings.split_mode)
         self.features = _feature_cache()
         self._backbones: dict[str, Any] = {}
         self._last_traceback = ""
@@ -199,14 +229,16 @@ class JobRunner:
             self._backbones[key] = registry.get(key).build(weights=self.settings.weights)
         return self._backbones[key]
 
-    def run(self, job: Job) -> Outcome:
-        """Claim, execute, record and release one job."""
+    def run(self, job: Job, readers: Optional[list[Job]] = None) -> Outcome:
+        """Claim, execute, record and release one job. A features job is skipped when every protocol job
+        reading it (``readers``, those of this batch) finished earlier; a protocol job decides by the key
+        of its result."""
         settings, results = self.settings, self.results_dir
         where = f"{job.model} · {job.task} · {job.protocol or 'features'}"
-        if not settings.overwrite and is_done(results, job):
-            if job.stage == "protocol":
-                self.console(f"{where}: finished earlier, skipped (use --overwrite to recompute)")
-            return self._keep(Outcome(job.model, job.task, job.protocol or "features", "skipped", "finished earlier", job=job.id))
+        if job.stage == "protocol" and len(settings.head_seeds) > 1:
+            where += f" · seed {job.head_seed}"
+        if job.stage == "features" and not settings.overwrite and readers and all(is_done(results, r) for r in readers):
+            return self._keep(Outcome(job.model, job.task, "features", "skipped", "its results are done", job=job.id))
         claim = claims.try_claim(claims_dir(results), job.id)
         if claim is None:
             holder = claims.read_claim(claims.claim_path(claims_dir(results), job.id))
@@ -236,11 +268,12 @@ class JobRunner:
             # recorded while the claim is held, so a worker that finds the job unclaimed also finds its record
             if outcome.status == "failed":
                 write_failure(results, job, outcome.message, _slurm_paths())
-            elif outcome.status == "done":
+            elif outcome.status == "done" or outcome.result_key:  # computed, or found finished under its key
                 clear_failure(results, job)
-                if job.stage == "features":
-                    atomic_write_json(done_marker(results, job.id), {"job": job.id, "cache": str(self.features.root),
-                                                                     "finished": now()})
+                record = {"job": job.id, "finished": now()}
+                record.update({"result_key": outcome.result_key} if job.stage == "protocol" else
+                              {"cache": str(self.features.root)})
+                atomic_write_json(done_marker(results, job.id), record)
         finally:
             claims.release(claim)
         return self._keep(outcome)
@@ -327,12 +360,30 @@ class JobRunner:
             return Outcome(label, job.task, protocol_name, "failed", upstream, job=job.id)
 
         entry = registry.get(job.model_key)
-        get_backbone = lambda: self.get_backbone(job.model_key)  # noqa: E731  (lazy: a cached-features run may not need it early)
+        get_backbone = lambda: self.get_backbone(job.model_key)  # noqa: E731
+        head_seed = job.head_seed
         started = now()
-        config = protocol.resolve_config({**protocol.data_defaults(data), **(settings.overrides.get(protocol_name) or {})})
-        paths = result_paths(results_dir, label, card.name, protocol_name)
+        overrides = settings.overrides.get(protocol_name) or {}
+        config = protocol.resolve_config({**protocol.data_defaults(data), **overrides})
+        try:
+            data_hash = self.tasks.data_sha256(card)
+            backbone = get_backbone()  # the weights' sha256 is part of the key
+        except Exception as exc:
+            return self._failed(job, where, exc)
+        identity = result_identity(
+            backbone=entry.meta.key, weights_sha256=backbone.weights_sha256, task=card.name, task_card_sha256=card.sha256,
+            data_sha256=data_hash, split_rule=split.rule, split_seed=split.seed, split_sha256=split.sha256,
+            protocol=protocol_name, protocol_version=protocol.VERSION, settings=config, head_seed=head_seed,
+            n_boot=settings.n_boot, bootstrap_seed=bootstrap_seed(card.name, split.sha256, split.seed),
+            overrides=overrides, split_mode=settings.split_mode)
+        key = result_key(identity)
+        if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name, key):
+            self.log(f"{where}: finished earlier with these settings (result {key[:12]}), skipped "
+                     f"(use --overwrite to recompute)")
+            return Outcome(label, card.name, protocol_name, "skipped", "finished earlier", job=job.id, result_key=key)
+        paths = result_paths(results_dir, label, card.name, protocol_name, key)
         ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=self.features,
-                         seed=settings.seed, device=settings.device, config=config, artifacts_dir=paths["artifacts"],
+                         seed=head_seed, device=settings.device, config=config, artifacts_dir=paths["artifacts"],
                          progress=settings.progress)
         try:
             out = protocol.run(ctx)
@@ -340,32 +391,34 @@ class JobRunner:
             stratified = out.kind == "classification"
             strata = protocol.bootstrap_strata(predictions) if stratified else None
             boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
-                results_dir / "_bootstrap", card.name, split.sha256, settings.seed, len(split.test), strata, settings.n_boot)
+                results_dir / "_bootstrap", card.name, split.sha256, split.seed, len(split.test), strata, settings.n_boot)
             from dermbench.stats.evaluation import evaluate_result
 
             metrics = evaluate_result(protocol, out.kind, predictions, boot_idx)
-            backbone = get_backbone()
             record = {
-                "model": label,
+                "model": label, "result_key": key, "identity": identity,
                 "backbone": {**entry.meta.to_dict(), "weights_sha256": backbone.weights_sha256,
                              "fingerprint": backbone.fingerprint(), "num_params": backbone.num_params(),
                              "variant": backbone.variant},
                 "task": card.name, "task_title": card.title, "task_group": card.group, "task_card_sha256": card.sha256,
                 "protocol": protocol_name, "kind": out.kind, "classes": list(data.classes),
-                "n_train": out.n_train, "n_test": out.n_test, "seed": settings.seed, "main_metric": card.main_metric,
+                "n_train": out.n_train, "n_test": out.n_test, "seed": head_seed, "split_seed": split.seed,
+                "main_metric": card.main_metric,
                 "metrics": metrics,
                 "split": {"rule": split.rule, "seed": split.seed, "path": os.path.relpath(split.path, results_dir),
                           "sha256": split.sha256, "notes": split.notes},
                 "split_sha256": split.sha256,
                 "bootstrap": {"n_boot": int(boot_idx.shape[0]), "path": os.path.relpath(boot_path, results_dir),
                               "sha256": boot_sha, "stratified": stratified},
-                "data": {"root": str(self.tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples)},
-                "contaminated": card.name in entry.meta.seen_tasks,
+                "data": {"root": str(self.tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples),
+                         "sha256": data_hash},
+                "contaminated": contamination(card, entry, settings.weights),
                 "skipped": [list(s) for s in data.skipped],
                 "info": out.info,
                 "artifacts": out.artifacts,
-                "provenance": provenance({"protocol": config, "weights": settings.weights, "split_mode": settings.split_mode,
-                                          "n_boot": settings.n_boot}, settings.device, started),
+                "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
+                                          "split_mode": settings.split_mode, "n_boot": settings.n_boot,
+                                          "head_seed": head_seed, "split_seed": split.seed}, settings.device, started),
             }
             write_result(results_dir, record, predictions)
         except Exception as exc:  # reported, the run goes on; the exit code says something failed
@@ -374,7 +427,8 @@ class JobRunner:
         m = metrics[main]
         self.log(f"{where}: {main} {100 * m['value']:.2f} [{100 * m['ci_low']:.2f}, {100 * m['ci_high']:.2f}] "
                  f"(n_train {out.n_train}, n_test {out.n_test})")
-        return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main, job=job.id)
+        return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main, job=job.id,
+                       result_key=key)
 
 
 def _slurm_paths() -> dict[str, str]:

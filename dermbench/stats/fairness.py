@@ -10,14 +10,19 @@ adapters: ``group_skin_type`` on Fitzpatrick17k and DDI, ``group_sex`` on Derm7p
   ``"<task>|fairness|<attribute>=<value>"``, the split's sha256 and the run seed, with the result's
   replicate count; so every model of a task is resampled identically and every number is
   reproducible from the results folder.
-- one ``gap`` row: max − min of the subgroup point estimates, over the subgroups with a defined
-  metric, ``unknown`` excluded. Its CI resamples the *whole* test set with the task's stored shared
-  indices (``<results>/_bootstrap``), recomputes every subgroup's metric on each replicate and takes
-  max − min per replicate (a replicate where a subgroup's metric is undefined is dropped). The
-  bootstrap of a maximum is biased upwards: with similar subgroups the interval can lie above the
-  point estimate. ``pair_ci_low``/``pair_ci_high`` give the sounder companion: the CI of the
-  difference between the two subgroups that are highest and lowest on the full test set, on the
-  same replicates (it may include 0).
+- one ``gap`` row with two numbers:
+
+  * the **test**: ``pair_diff`` = the difference between the two subgroups that are highest and
+    lowest on the full test set, with its paired percentile CI (``pair_ci_low``/``pair_ci_high``)
+    and two-sided paired-bootstrap ``pair_p`` (:func:`dermbench.stats.paired.paired_bootstrap_test`),
+    from the *whole* test set resampled with the task's stored shared indices
+    (``<results>/_bootstrap``), every subgroup's metric recomputed on each replicate. The CI can
+    contain 0. The pair is chosen on the same data, so this p is somewhat optimistic (a post-hoc
+    pick of the extremes); it is still a paired difference, not a maximum.
+  * **descriptive only**: ``value``/``ci_low``/``ci_high`` = max − min over the subgroups with a
+    defined metric (``unknown`` excluded), and the percentile interval of max − min over the same
+    replicates. A maximum of noisy differences is biased upward and this interval cannot contain 0
+    (max − min ≥ 0 on every replicate), so it is no test of "no gap"; it is labelled descriptive.
 - one ``overall`` row: the metric on the whole test set with the shared resamples (the stored number).
 
 Subgroups: values as stored; empty or missing values, and Fitzpatrick's ``-1``, are ``unknown`` and
@@ -54,7 +59,7 @@ SKIN_TYPES = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI",
               "12": "I–II", "34": "III–IV", "56": "V–VI"}  # DDI groups Fitzpatrick types in pairs
 AGE_BINS = ((0, 20, "<20"), (20, 40, "20–39"), (40, 60, "40–59"), (60, 80, "60–79"), (80, math.inf, "≥80"))
 COLUMNS = ["model", "task", "protocol", "attribute", "row", "subgroup", "label", "n", "metric", "value", "ci_low",
-           "ci_high", "std", "n_boot_valid", "pair_ci_low", "pair_ci_high", "note"]
+           "ci_high", "std", "n_boot_valid", "pair_diff", "pair_ci_low", "pair_ci_high", "pair_p", "note"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +196,9 @@ def fairness_rows(record: dict, preds: pd.DataFrame, shared: np.ndarray, metric:
                 rows.append({**row, **_nan_summary(), "note": "a single class in this subgroup: metric undefined"})
                 continue
             point = float(metric_replicates(metric, kind, sub, np.ones((1, len(members))), classes)[0])
-            seed = bootstrap_seed(f"{record['task']}|fairness|{attribute}={value}", record["split_sha256"], int(record["seed"]))
+            # the split seed (the resamples of the test set), not the head seed: every head seed and model alike
+            split_seed = int(record.get("split_seed", (record.get("split") or {}).get("seed", record.get("seed", 0))))
+            seed = bootstrap_seed(f"{record['task']}|fairness|{attribute}={value}", record["split_sha256"], split_seed)
             idx = bootstrap_indices(len(members), n_boot, seed, sub["label"].to_numpy() if stratified else None)
             reps = metric_replicates(metric, kind, sub, M.resample_counts(idx, len(members)), classes)
             note = ""
@@ -212,9 +219,12 @@ def fairness_rows(record: dict, preds: pd.DataFrame, shared: np.ndarray, metric:
             gap_reps = reps.max(axis=1) - reps.min(axis=1)  # NaN propagates: the replicate is dropped
         i_hi, i_lo = int(points.argmax()), int(points.argmin())
         hi, lo = names[i_hi], names[i_lo]
-        pair = _summary(float(points[i_hi] - points[i_lo]), reps[:, i_hi] - reps[:, i_lo])
+        from dermbench.stats.paired import paired_bootstrap_test
+
+        pair = paired_bootstrap_test(reps[:, i_hi], reps[:, i_lo], float(points[i_hi] - points[i_lo]))
         rows.append({**gap_row, **_summary(float(points.max() - points.min()), gap_reps),
-                     "pair_ci_low": pair["ci_low"], "pair_ci_high": pair["ci_high"],
+                     "pair_diff": pair["diff"], "pair_ci_low": pair["ci_low"], "pair_ci_high": pair["ci_high"],
+                     "pair_p": pair["p"],
                      "note": f"max {subgroup_label(hi, attribute)}, min {subgroup_label(lo, attribute)}; "
                              f"over {len(names)} subgroups" + ("; 'unknown' excluded" if UNKNOWN in set(values) else "")})
     return rows

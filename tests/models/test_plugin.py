@@ -39,4 +39,4 @@ def test_plugin_runs_through_the_cli(plugin_site, tmp_path):
             " '--set', 'linear.epochs=3', '--n-boot', '50', '--quiet'])\nprint(r.output)\nassert r.exit_code == 0")
     out = _run(code, plugin_site)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "example-vit" / "mednode" / "linear.json").exists()
+    assert list((tmp_path / "example-vit" / "mednode").glob("linear@*.json"))

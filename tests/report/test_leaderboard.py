@@ -133,6 +133,9 @@ def test_fairness_matches_sklearn_per_subgroup(store):
         defined = subs[(subs["subgroup"] != "unknown") & subs["value"].notna()]
         gap = part[part["row"] == "gap"].iloc[0]
         assert gap["value"] == pytest.approx(defined["value"].max() - defined["value"].min(), abs=1e-12)
+        # the test: the paired difference of the two extreme subgroups, its CI and p (max − min is descriptive)
+        assert gap["pair_diff"] == pytest.approx(gap["value"], abs=1e-12) and 0 < gap["pair_p"] <= 1
+        assert gap["pair_ci_low"] <= gap["pair_ci_high"]
         overall = part[part["row"] == "overall"].iloc[0]
         assert overall["value"] == pytest.approx(records[(model, task, "linear")]["metrics"]["auroc"]["value"], abs=1e-12)
     assert checked >= 10
@@ -172,7 +175,7 @@ def test_fairness_small_subgroups_are_missing_with_a_note(store):
     assert len(small) and small["value"].isna().all() and small["note"].str.contains("< 10").all()
     text = format_fairness(table)
     assert "fitzpatrick17k-3 · linear · skin_type" in text and "unknown" in text and "—" in text and "Notes:" in text
-    assert "VI" in text and "gap (max − min)" in text
+    assert "VI" in text and "max − min (descriptive)" in text and "gap test: highest − lowest [paired CI], p" in text
     assert "No subgroup results" in format_fairness(fairness_table(store, task="ddi", attribute="nope"))
 
 
@@ -254,7 +257,7 @@ def test_label_efficiency_alone_on_a_fresh_store(tmp_path):
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--protocol", "label-efficiency",
                               "--output", str(tmp_path), *FAST])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "random-vit" / "ddi" / "label-efficiency.json").exists()
+    assert list((tmp_path / "random-vit" / "ddi").glob("label-efficiency@*.json"))
 
 
 # --- tables: missing cells, averages, significance -------------------------------------------
@@ -290,12 +293,32 @@ def test_missing_cells_and_complete_row_averages():
     assert "--" in to_latex([t]) and "\\textbf{80.00}" in to_latex([t])
 
 
+def test_a_cell_without_a_paired_test_gets_its_own_mark(tmp_path):
+    from dermbench.report.leaderboard import LEGEND, build_tables, to_csv, to_markdown
+
+    # caption-like results: no per-sample replicates, so no paired test against the best is possible
+    records = [{"model": m, "task": "skincap", "task_title": "SkinCAP", "task_group": "caption", "protocol": "caption",
+                "kind": "caption", "metrics": {"cider": _cell(v)}, "contaminated": c, "_path": str(tmp_path / f"{m}.json"),
+                "split_sha256": "s", "bootstrap": {"sha256": "b", "path": "none.npy"}}
+               for m, v, c in (("a", 0.5, False), ("b", 0.4, "unknown"), ("c", 0.3, True))]
+    (table,) = [t for t in build_tables(records, tmp_path) if t.metric == "cider"]
+    assert not table.untested("a", "skincap") and table.untested("b", "skincap") and not table.worse("b", "skincap")
+    md = to_markdown([table])
+    assert "| a | **50.00 [45.00, 55.00]** |" in md
+    assert "| b | 40.00 [35.00, 45.00] ° ‡? |" in md and "| c | 30.00 [25.00, 35.00] ° ‡ |" in md
+    assert "°: no paired test" in LEGEND and "‡?" in LEGEND
+    rows = [line.split(",") for line in to_csv([table]).splitlines()]
+    header = rows[0]
+    b = next(r for r in rows if r[header.index("model")] == "b")
+    assert b[header.index("untested")] == "1" and b[header.index("contaminated")] == "unknown"
+
+
 def test_missing_result_in_a_real_store(store, tmp_path):
     from dermbench.report.leaderboard import build_leaderboard
 
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    (copy / "dermino-tiny" / "derm7pt" / "linear.json").unlink()
+    next((copy / "dermino-tiny" / "derm7pt").glob("linear@*.json")).unlink()
     built = build_leaderboard(copy, tmp_path / "out", formats=("md",))
     table = next(t for t in built["tables"] if t.group == "multi-category" and t.protocol == "linear" and t.metric == "auroc")
     assert table.tasks == ["derm7pt", "fitzpatrick17k-3"]

@@ -81,7 +81,7 @@ def test_rerun_skips_and_overwrite_recomputes_identically(results):
     out, _ = results
     before = {r["_path"]: r["metrics"] for r in iter_results(out)}
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--output", str(out), *FAST])
-    assert res.exit_code == 0 and res.output.count("finished earlier, skipped") == len(get_card("ddi").protocols)
+    assert res.exit_code == 0 and res.output.count("finished earlier with these settings") == len(get_card("ddi").protocols)
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--output", str(out), "--overwrite", *FAST])
     assert res.exit_code == 0 and "skipped" not in res.output.split("result(s) computed")[0]
     after = {r["_path"]: r["metrics"] for r in iter_results(out)}

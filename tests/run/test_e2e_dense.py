@@ -30,7 +30,7 @@ def test_segmentation_runs_from_the_cli_for_a_vit_and_a_cnn(tmp_path, model):
     records = {r["protocol"]: r for r in iter_results(tmp_path)}
     assert set(records) == {"seg-linear", "seg-upernet"}
     for protocol, record in records.items():
-        preds = read_predictions(tmp_path / record["model"] / "ph2-seg" / f"{protocol}.json")
+        preds = read_predictions(record["_path"])
         assert len(preds) == record["n_test"] > 0
         # the stored Dice is the mean of the per-image Dice of the stored pixel counts
         tp, fp, fn = (preds[c].to_numpy(float) for c in ("tp", "fp", "fn"))
@@ -52,7 +52,7 @@ def test_captioning_runs_from_the_cli_with_the_tiny_lm_on_dermsynth(tmp_path):
     # on DermSynth the runner picks the CPU-sized LM without being told
     assert record["info"]["llm"] == TINY_LM_ID
     assert record["provenance"]["config"]["protocol"]["llm"] == TINY_LM_ID
-    preds = read_predictions(tmp_path / record["model"] / "skincap" / "caption.json")
+    preds = read_predictions(record["_path"])
     assert isinstance(preds, pd.DataFrame) and len(preds) == record["n_test"]
     assert preds["generated"].str.len().gt(0).all()
     for metric in ("rouge1", "rouge2", "rougeL"):

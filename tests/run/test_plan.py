@@ -35,7 +35,7 @@ def test_plan_holds_features_then_protocols_per_model_and_task():
     position = {j.id: i for i, j in enumerate(jobs)}
     for j in jobs:
         if j.stage == "protocol":
-            assert j.after == (f"{j.model}.{j.task}.features",) and position[j.after[0]] < position[j.id]
+            assert j.after[0].startswith(f"{j.model}.{j.task}.features.") and position[j.after[0]] < position[j.id]
             assert [n.describe() for n in j.features] == ["global@eval"]
     assert len({j.id for j in jobs}) == len(jobs)
 
@@ -51,6 +51,21 @@ def test_jobs_round_trip_through_json():
     jobs = plan(_grid_settings())
     again = [Job.from_dict(d) for d in json.loads(json.dumps([j.to_dict() for j in jobs]))]
     assert again == jobs
+
+
+def test_job_ids_differ_by_the_settings_of_their_results():
+    base = {j.id for j in plan(_grid_settings())}
+    assert base == {j.id for j in plan(_grid_settings())}
+    for changed in (_grid_settings(seeds=[1]), _grid_settings(n_boot=200), _grid_settings(split_seed=1),
+                    _grid_settings(split_mode="official")):
+        ids = {j.id for j in plan(changed) if j.stage == "protocol"}
+        assert ids.isdisjoint(base)  # concurrent runs with other settings never share a claim
+    with_set = plan(_grid_settings(overrides={"linear": {"epochs": "5"}}))
+    assert {j.id for j in with_set if j.protocol == "linear"}.isdisjoint(base)
+    assert {j.id for j in with_set if j.protocol != "linear"} <= base  # --set linear.* leaves the other jobs as they are
+    seeds = plan(_grid_settings(seeds=[0, 1, 2]))
+    assert sum(j.stage == "protocol" for j in seeds) == 2 * 3 * 2 * 3
+    assert {j.head_seed for j in seeds if j.stage == "protocol"} == {0, 1, 2}
 
 
 def test_plan_fails_early_on_an_unknown_protocol_setting():
@@ -151,22 +166,24 @@ def test_status_reports_done_running_failed_and_missing(tmp_path, monkeypatch):
                            output=tmp_path, n_boot=100, synth_scale=0.25, progress=False)
     outcomes = run_benchmark(settings, log=lambda line: None)
     assert {(o.task, o.protocol): o.status for o in outcomes} == {("ddi", "retrieval"): "done", ("ddi", "linear"): "failed"}
-    log = tmp_path / "_jobs" / "logs" / "random-vit.ddi.linear.log"
+    log = next((tmp_path / "_jobs" / "logs").glob("random-vit.ddi.linear.seed0.*.log"))
     assert "RuntimeError: head diverged" in log.read_text() and "Traceback" in log.read_text()
     # a plan covering more: one more task, never run; a live claim of another worker on one of its jobs
-    bigger = plan(RunSettings(models=["random-vit"], tasks="ddi,acne04", protocols=["retrieval", "linear"]))
+    bigger = plan(RunSettings(models=["random-vit"], tasks="ddi,acne04", protocols=["retrieval", "linear"],
+                              n_boot=100, synth_scale=0.25))
     save_plan(tmp_path, {}, bigger)
-    claim = claims.try_claim(tmp_path / "_jobs" / "claims", "random-vit.acne04.features")
+    acne_features = next(j.id for j in bigger if j.task == "acne04" and j.stage == "features")
+    claim = claims.try_claim(tmp_path / "_jobs" / "claims", acne_features)
     res = runner.invoke(app, ["status", "--results", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    states = {r["id"]: r for r in json.loads(res.output)}
-    assert states["random-vit.ddi.retrieval"]["state"] == "done"
-    assert states["random-vit.ddi.features"]["state"] == "done"
-    assert states["random-vit.ddi.linear"]["state"] == "failed"
-    assert states["random-vit.ddi.linear"]["log"].endswith("random-vit.ddi.linear.log")
-    assert "head diverged" in states["random-vit.ddi.linear"]["detail"]
-    assert states["random-vit.acne04.features"]["state"] == "running"
-    assert states["random-vit.acne04.linear"]["state"] == "missing"
+    states = {(r["task"], r["protocol"] or "features"): r for r in json.loads(res.output)}
+    assert states[("ddi", "retrieval")]["state"] == "done"
+    assert states[("ddi", "features")]["state"] == "done"
+    assert states[("ddi", "linear")]["state"] == "failed"
+    assert states[("ddi", "linear")]["log"].endswith(log.name)
+    assert "head diverged" in states[("ddi", "linear")]["detail"]
+    assert states[("acne04", "features")]["state"] == "running"
+    assert states[("acne04", "linear")]["state"] == "missing"
     text = runner.invoke(app, ["status", "--results", str(tmp_path)]).output
     assert "2 done, 1 running, 1 failed, 2 missing" in text and "log: " in text
     claims.release(claim)

@@ -399,7 +399,7 @@ def test_compare_cli(store):
 def test_compare_cli_names_both_files_when_splits_differ(store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    path = copy / "dermino-tiny" / "ddi" / "linear.json"
+    path = next((copy / "dermino-tiny" / "ddi").glob("linear@*.json"))
     record = json.loads(path.read_text())
     record["split_sha256"] = "0" * 64
     path.write_text(json.dumps(record))
@@ -409,7 +409,7 @@ def test_compare_cli_names_both_files_when_splits_differ(store, tmp_path):
     compact = "".join(ch for ch in res.output if not ch.isspace() and ch not in "│╭╮╰╯─")
     assert "differentsplits" in compact
     for model in ("random-vit", "dermino-tiny"):
-        assert "".join(str(copy / model / "ddi" / "linear.json").split()) in compact
+        assert "".join(str(next((copy / model / "ddi").glob("linear@*.json"))).split()) in compact
 
 
 def test_compare_with_an_untrained_architecture(store, tmp_path):
@@ -425,3 +425,50 @@ def test_compare_with_an_untrained_architecture(store, tmp_path):
     table = compare_models(copy, "random-vit", "dermino-tiny@random")
     assert list(table["protocol"]) == ["retrieval", "linear", "label-efficiency"]
     assert table.loc[table["protocol"] != "label-efficiency", "p_delong"].between(0, 1).all()
+
+
+# --- claims the statistics can support ----------------------------------------------------------------
+def _two_model_store(store, n_rows, n=60, seed=0, n_boot=1000):
+    """``n_rows`` binary tasks where model a separates the classes well (AUROC ≈ 0.95) and b barely (≈ 0.6)."""
+    rng = np.random.default_rng(seed)
+    (store / "_bootstrap").mkdir(exist_ok=True)
+    y = np.repeat([0, 1], n // 2)
+    np.save(store / "_bootstrap" / "claim.npy", bootstrap_indices(n, n_boot, seed=5, strata=y))
+    for t in range(n_rows):
+        for model, shift in (("a", 2.5), ("b", 0.35)):
+            logit = rng.normal(0, 1, n) + shift * (2 * y - 1)
+            p1 = 1 / (1 + np.exp(-logit))
+            preds = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "label": y, "pred": (p1 > 0.5).astype(int),
+                                  "score_0": 1 - p1, "score_1": p1})
+            _write(store, model, f"task{t:02d}", "linear", "classification", preds,
+                   {"auroc": {"value": float(roc_auc_score(y, p1))}}, "claim.npy", main="auroc")
+
+
+def test_a_large_true_difference_on_53_rows_is_supported_at_the_defaults(tmp_path):
+    _two_model_store(tmp_path, 53)
+    table = compare_models(tmp_path, "a", "b")
+    assert len(table) == 53 and set(table["claim_test"]) == {"delong"}
+    assert (table["p_claim_holm"] < 0.05).all() and table.attrs["claim"]["supported"]
+    # the stored 1,000 resamples alone could never support it: 2/(B+1) > 0.05/53
+    assert (table["p_boot_holm"] >= 0.05).all()
+    text = format_comparison(table)
+    assert 'Claim "a better than b on all 53 task/protocol rows": SUPPORTED' in text
+    assert "Claim family: the 53 rows above" in text and "DeLong 53" in text
+    res = runner.invoke(app, ["compare", "--model", "a,b", "--results", str(tmp_path)])
+    assert res.exit_code == 0 and ": SUPPORTED" in res.output, res.output
+
+
+def test_claim_bootstrap_draws_enough_replicates_or_prints_its_floor(tmp_path):
+    _two_model_store(tmp_path, 53, n=40, n_boot=200)
+    # F1 has no analytical test: the paired bootstrap, on 20·m/α resamples drawn for the claim
+    table = compare_models(tmp_path, "a", "b", metric="f1", tasks=[f"task{t:02d}" for t in range(4)])
+    assert set(table["claim_test"]) == {"bootstrap"} and set(table["claim_n_boot"]) == {math.ceil(20 * 4 / 0.05)}
+    assert table.attrs["claim"]["supported"] and not table.attrs["claim"]["unprovable"]
+    assert "(needed: 20·m/α = 1600)" in format_comparison(table)
+    # with fewer replicates than the family needs, the floor is printed and the rows say they cannot be proven
+    table = compare_models(tmp_path, "a", "b", metric="f1", claim_boot=1000)
+    assert len(table.attrs["claim"]["unprovable"]) == 53 and not table.attrs["claim"]["supported"]
+    text = format_comparison(table)
+    assert "smallest attainable p = 2/(B+1) = 0.002 ≥ α/m" in text and "NOT SUPPORTED" in text
+    # accuracy: the exact McNemar test
+    assert set(compare_models(tmp_path, "a", "b", metric="accuracy", tasks=["task00"])["claim_test"]) == {"mcnemar"}
