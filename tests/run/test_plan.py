@@ -214,3 +214,20 @@ def test_two_shard_processes_together_equal_the_local_run(grid_reference, tmp_pa
     assert_same_numbers(out, grid_reference)
     res = runner.invoke(app, ["status", "--results", str(out)])
     assert "18 done, 0 running, 0 failed, 0 missing" in res.output
+
+
+def test_executor_options_fail_before_any_work_with_one_line_errors():
+    from dermbench.run.executors import parse_slurm_settings, parse_slurm_time
+
+    assert parse_slurm_time("90") == 90 and parse_slurm_time("04:00:00") == 240 and parse_slurm_time("1-00:30") == 1470
+    assert parse_slurm_settings(["account=derm", "--qos=high"]) == {"account": "derm", "qos": "high"}
+    base = ["run", "--model", "random-vit", "--task", "ddi"]
+    for extra, message in ((["--executor", "pbs"], "expected 'local' or 'slurm'"),
+                           (["--executor", "slurm", "--shard", "0/2"], "give one or the other"),
+                           (["--shard", "2/2"], "K must lie in 0..N-1"),
+                           (["--executor", "slurm", "--slurm-time", "4h"], "expected minutes"),
+                           (["--executor", "slurm", "--slurm-setting", "account"], "expected KEY=VALUE"),
+                           (["--executor", "slurm", "--slurm-group-by", "node"], "expected 'task'")):
+        res = runner.invoke(app, base + extra)
+        assert res.exit_code == 2 and message in res.output, (extra, res.output)
+        assert "Results:" not in res.output  # nothing started
