@@ -99,7 +99,7 @@ def settings_digest(settings, protocol: Optional[str] = None, head_seed: int = 0
     if settings.data_root is None:
         parts["synth_scale"] = settings.synth_scale
     if protocol is not None:
-        parts.update(split_mode=settings.split_mode, split_seed=getattr(settings, "split_seed", 0),
+        parts.update(split_mode=settings.split_mode, split_seed=settings.split_seed,
                      n_boot=settings.n_boot, overrides=settings.overrides.get(protocol) or {}, head_seed=head_seed)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -167,16 +167,17 @@ def plan(settings, log: Optional[Callable[[str], None]] = None) -> list[Job]:
             needs: dict[tuple[str, str], FeatureNeed] = {}
             protocol_needs: dict[str, tuple[FeatureNeed, ...]] = {}
             for name in names:
-                protocol_needs[name] = _feature_needs(name, settings.overrides.get(name) or {})
-                for need in protocol_needs[name] if runnable(name) is None else ():
+                # a protocol this installation cannot run (its job says why) needs no features extracted
+                protocol_needs[name] = (_feature_needs(name, settings.overrides.get(name) or {})
+                                        if runnable(name) is None else ())
+                for need in protocol_needs[name]:
                     needs.setdefault((need.kind, need.view), need)
             features_id = features_job_id(label, card.name, settings_digest(settings))
             if needs:
                 jobs.append(Job(id=features_id, stage="features", model=label, model_key=key, task=card.name,
                                 features=tuple(needs.values()), explicit=card.name in explicit))
-            seeds = settings.head_seeds if hasattr(settings, "head_seeds") else [settings.seed]
             for name in names:
-                for seed in seeds:
+                for seed in settings.head_seeds:
                     jobs.append(Job(id=protocol_job_id(label, card.name, name, seed, settings_digest(settings, name, seed)),
                                     stage="protocol", model=label, model_key=key, task=card.name, protocol=name,
                                     features=protocol_needs[name], after=(features_id,) if needs else (),
