@@ -195,14 +195,20 @@ def _claim_bootstrap(ra: dict, pa: pd.DataFrame, pb: pd.DataFrame, name: str, n_
     split_seed = int(ra.get("split_seed", (ra.get("split") or {}).get("seed", ra.get("seed", 0))) or 0)
     seed = bootstrap_seed(f"{ra['task']}|claim", str(ra.get("split_sha256")), split_seed)
     idx = bootstrap_indices(n_test, n_boot, seed, labels)
-    if protocol == LABEL_EFFICIENCY:
-        from dermbench.protocols.label_efficiency import fraction_replicates
 
-        return fraction_replicates(pa, idx)[name]["replicates"], fraction_replicates(pb, idx)[name]["replicates"]
-    if kind == "caption":
-        va, vb = pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64)
-        return va[idx].mean(axis=1), vb[idx].mean(axis=1)
-    return replicates(kind, pa, idx)[name], replicates(kind, pb, idx)[name]
+    def one(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if protocol == LABEL_EFFICIENCY:
+            from dermbench.protocols.label_efficiency import fraction_replicates
+
+            return fraction_replicates(pa, chunk)[name]["replicates"], fraction_replicates(pb, chunk)[name]["replicates"]
+        if kind == "caption":
+            va, vb = pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64)
+            return va[chunk].mean(axis=1), vb[chunk].mean(axis=1)
+        return replicates(kind, pa, chunk)[name], replicates(kind, pb, chunk)[name]
+
+    # in blocks of resamples: tens of thousands of them on a large test set would not fit in memory at once
+    parts = [one(idx[i:i + 2000]) for i in range(0, len(idx), 2000)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc",
