@@ -49,7 +49,7 @@ def test_slurm_arrays_give_the_local_numbers(cluster, grid_reference, tmp_path):
     assert "12 result(s) computed, 0 skipped, 0 failed" in log
     assert_same_numbers(out, grid_reference)
     # the features were extracted by the first array, in the nodes' cache, not by the protocol jobs
-    extract_logs = sorted((out / "_jobs" / "logs").glob("*.features.log"))
+    extract_logs = sorted((out / "_jobs" / "logs").glob("*.features.*.log"))
     assert len(extract_logs) == 6 and all("image(s) computed, 0 cached" in p.read_text() for p in extract_logs)
     heads = next((out / "_jobs" / "logs").glob("dermino-tiny.ddi.linear.seed0.*.log")).read_text()
     assert "auroc" in heads
