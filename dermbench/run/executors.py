@@ -272,6 +272,12 @@ class SlurmExecutor:
                 last = line
             if left:
                 time.sleep(self.options.poll_s)
+        # a task writes its result just before its process exits: wait (a little) until Slurm has let them go,
+        # so that when `--wait` returns, nothing of the run is left in the queue
+        arrays = sorted({j.job_id.split("_")[0] for _, _, j in submitted})
+        deadline = time.time() + 120
+        while time.time() < deadline and (_queued(arrays) or {}):
+            time.sleep(1)
         for o in outcomes:
             if o.status == "failed":
                 log(f"slurm: {o.job} FAILED: {o.message}")
