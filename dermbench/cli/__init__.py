@@ -20,6 +20,7 @@ from dermbench.cli import calibration  # noqa: F401
 from dermbench.cli import data  # noqa: F401
 from dermbench.cli import federated  # noqa: F401
 from dermbench.cli import paper  # noqa: F401
+from dermbench.cli import plan  # noqa: F401
 from dermbench.cli import pretrain  # noqa: F401
 from dermbench.cli import reports  # noqa: F401
 from dermbench.cli import results  # noqa: F401

@@ -70,29 +70,13 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-@app.command()
-def run(
-    model: List[str] = typer.Option(..., "--model", "-m", help="Backbone key(s); repeat or comma-separate."),
-    task: str = typer.Option("all", "--task", "-t", help="Task name(s), a group, 'classification' or 'all'."),
-    protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s); default: each task card's."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $DERMBENCH_DATA_ROOT, the config file, else DermSynth)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random' for the untrained architecture."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default results/, or results/dermsynth on DermSynth)."),
-    seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads: 0, 0,1,2 or a range 0-4; one result per seed, all on the same split."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and of the shared bootstrap resamples."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute results that already exist."),
-    split: str = typer.Option("default", "--split", help="default (the paper's seeded splits) | official"),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
-    synth_scale: float = typer.Option(1.0, "--synth-scale", help="DermSynth size multiplier (when no data root is given)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-) -> None:
-    """Run backbones on tasks with their protocols; results go to the results store."""
+def settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device, overwrite, split,
+                          n_boot, set_, synth_scale, quiet):
+    """RunSettings from the options `run` and `plan` share; a bad value exits with its one-line error."""
+    from dermbench.data.tasks import select_tasks
     from dermbench.models import registry
     from dermbench.protocols import names as protocol_names
-    from dermbench.run.runner import RunSettings, run_benchmark
-    from dermbench.data.tasks import select_tasks
+    from dermbench.run.runner import RunSettings
 
     models = split_list(model) or []
     for m in models:
@@ -111,14 +95,83 @@ def run(
     seeds = parse_seeds(seed)
     if split not in ("default", "official"):
         fail(f"--split {split!r}: expected 'default' or 'official'")
-    settings = RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
-                           output=output, seed=seeds[0], seeds=seeds, split_seed=split_seed, device=device, overwrite=overwrite, n_boot=n_boot,
-                           split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
-                           synth_scale=synth_scale)
+    return RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
+                       output=output, seed=seeds[0], seeds=seeds, split_seed=split_seed, device=device,
+                       overwrite=overwrite, n_boot=n_boot,
+                       split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
+                       synth_scale=synth_scale)
+
+
+def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
+                          slurm_array_parallelism, slurm_setting, wait, slurm_group_by="task"):
+    """None (run here), a ShardExecutor or a SlurmExecutor; a bad value exits with its one-line error."""
+    from dermbench.run import executors as ex
+
+    if executor not in ("local", "slurm"):
+        fail(f"--executor {executor!r}: expected 'local' or 'slurm'")
+    if shard and executor == "slurm":
+        fail("--shard splits a run over processes you launch (srun, torchrun); --executor slurm submits job arrays "
+             "itself: give one or the other")
+    try:
+        if shard:
+            return ex.ShardExecutor(ex.parse_shard(shard))
+        if executor == "local":
+            return None
+        import importlib.util
+
+        if importlib.util.find_spec("submitit") is None:
+            fail("--executor slurm needs submitit: pip install 'dermbench[cluster]'")
+        if slurm_gpus < 0 or slurm_array_parallelism < 1:
+            fail("--slurm-gpus must be >= 0 and --slurm-array-parallelism >= 1")
+        if slurm_group_by not in ("task", "model"):
+            fail(f"--slurm-group-by {slurm_group_by!r}: expected 'task' (one array task per model × task) or 'model'")
+        return ex.SlurmExecutor(ex.SlurmOptions(
+            partition=slurm_partition, gpus=slurm_gpus, time_min=ex.parse_slurm_time(slurm_time), mem=slurm_mem,
+            array_parallelism=slurm_array_parallelism, settings=ex.parse_slurm_settings(slurm_setting), wait=wait,
+            group_by=slurm_group_by))
+    except ValueError as exc:
+        fail(error_text(exc))
+
+
+@app.command()
+def run(
+    model: List[str] = typer.Option(..., "--model", "-m", help="Backbone key(s); repeat or comma-separate."),
+    task: str = typer.Option("all", "--task", "-t", help="Task name(s), a group, 'classification' or 'all'."),
+    protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s); default: each task card's."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $DERMBENCH_DATA_ROOT, the config file, else DermSynth)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random' for the untrained architecture."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default results/, or results/dermsynth on DermSynth)."),
+    seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads: 0, 0,1,2 or a range 0-4; one result per seed, all on the same split."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and of the shared bootstrap resamples."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute results that already exist."),
+    split: str = typer.Option("default", "--split", help="default (the paper's seeded splits) | official"),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
+    synth_scale: float = typer.Option(1.0, "--synth-scale", help="DermSynth size multiplier (when no data root is given)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | slurm (job arrays through submitit)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Run only shard K/N of the plan, or 'auto' (from SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE), for srun/torchrun."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition of both arrays."),
+    slurm_gpus: int = typer.Option(1, "--slurm-gpus", help="GPUs per feature-extraction task (0: extract on CPUs)."),
+    slurm_time: str = typer.Option("240", "--slurm-time", help="Time limit per array task: minutes or HH:MM:SS."),
+    slurm_mem: Optional[str] = typer.Option(None, "--slurm-mem", help="Memory per array task, e.g. 32G."),
+    slurm_array_parallelism: int = typer.Option(64, "--slurm-array-parallelism", help="Array tasks running at once."),
+    slurm_setting: Optional[List[str]] = typer.Option(None, "--slurm-setting", help="Any sbatch option as KEY=VALUE, e.g. account=derm, cpus-per-task=8."),
+    slurm_group_by: str = typer.Option("task", "--slurm-group-by", help="One array task per model × task ('task') or per model ('model': weights loaded once)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Slurm: wait for the arrays (printing progress), or return once submitted."),
+) -> None:
+    """Run backbones on tasks with their protocols; results go to the results store."""
+    from dermbench.run.runner import run_benchmark
+
+    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
+                                     overwrite, split, n_boot, set_, synth_scale, quiet)
+    chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
+                                   slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
     from dermbench.data.sample import DatasetError
 
     try:
-        outcomes = run_benchmark(settings, log=typer.echo)
+        outcomes = run_benchmark(settings, log=typer.echo, executor=chosen)
     except (DatasetError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(error_text(exc))
     if any(o.status == "failed" for o in outcomes):

@@ -84,6 +84,11 @@ class Protocol:
         by name (``--protocol``). Off by default: a card's protocols are the benchmark's definition."""
         return False
 
+    def feature_needs(self) -> tuple[tuple[str, str], ...]:
+        """The frozen features run() reads, as (kind, view) pairs of :class:`dermbench.features.FeatureCache`.
+        The run plan extracts them in a job of their own (on GPUs) before the protocol runs (on CPUs)."""
+        return (("global", "eval"),)
+
     def data_defaults(self, data: TaskData) -> dict[str, Any]:
         """Settings whose default depends on the data (applied before the user's overrides)."""
         return {}

@@ -188,6 +188,9 @@ class _SegmentationProtocol(Protocol):
     def describe(self, feature_shapes: list[tuple[int, ...]]) -> str:
         raise TypeError(f"{type(self).__name__} does not describe its head")
 
+    def feature_needs(self) -> tuple[tuple[str, str], ...]:
+        return ((self.feature_kind, "seg"),)
+
     def features(self, ctx: RunContext, samples: list[Sample], part: str) -> list[np.ndarray]:
         backbone = ctx.get_backbone()
         feats = ctx.features.get(backbone, samples, kind=self.feature_kind, view="seg",

@@ -1,16 +1,19 @@
-"""`dermbench run`: backbones × tasks × protocols → results store.
+"""`dermbench run`: backbones × tasks × protocols → results store, as plan → execute.
 
-One loop for every protocol: load the task through its adapter, make (or reuse) the
-seeded split, run the protocol on cached frozen features, compute metrics with the
-shared bootstrap from the per-sample predictions, write the result atomically.
-Every result is stored under its key (:mod:`dermbench.run.identity`: backbone and weights,
-task card, data, split, protocol settings and version, head seed, bootstrap replicates); a
-result whose key is already finished is skipped unless ``overwrite``, and results of other
-settings stay beside it. A failure in one (task, protocol) is reported and the run goes on,
-and the run exits non-zero at the end.
+:func:`run_benchmark` makes the plan (:mod:`dermbench.run.plan`: per backbone × task a features job,
+then one job per protocol) and hands it to an executor (:mod:`dermbench.run.executors`: this process,
+a shard, Slurm), whose workers call :func:`run_jobs`. One code path for every protocol job: load the
+task through its adapter, make (or reuse) the seeded split, run the protocol on cached frozen
+features, compute metrics with the shared bootstrap from the per-sample predictions, write the
+result atomically. Every result is stored under its key (:mod:`dermbench.run.identity`: backbone
+and weights, task card, data, split, protocol settings and version, head seed, bootstrap
+replicates); a result whose key is already finished is skipped unless ``overwrite``, and results of
+other settings stay beside it. A failure in one job is reported and the run goes on, and the run
+exits non-zero at the end.
 """
 from __future__ import annotations
 
+import json
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -22,14 +25,18 @@ import pandas as pd
 from dermbench.models import registry
 from dermbench.config import cache_dir, resolve_data_root
 from dermbench.data.sample import DatasetError, TaskData
-from dermbench.io import ensure_folder, sha256_file
-from dermbench.protocols import get_protocol, is_available
+from dermbench.io import atomic_write_json, ensure_folder
+from dermbench.protocols import get_protocol
 from dermbench.protocols.base import RunContext
+from dermbench.run import claims
 from dermbench.run.identity import result_identity, result_key
+from dermbench.run.plan import (Job, Outcome, claims_dir, clear_failure, default_results_dir, done_marker,  # noqa: F401
+                                failure_record, is_done, log_path, model_label, plan, runnable, save_plan,
+                                write_failure)
 from dermbench.run.results import as_stored, is_finished, now, provenance, result_paths, write_result
 from dermbench.data.splits import Split, make_split, write_split
 from dermbench.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_seed, shared_bootstrap_indices
-from dermbench.data.tasks import TaskCard, get_card, select_tasks
+from dermbench.data.tasks import TaskCard, get_card
 
 
 @dataclass
@@ -56,22 +63,6 @@ class RunSettings:
         return list(dict.fromkeys(self.seeds)) if self.seeds else [self.seed]
 
 
-@dataclass
-class Outcome:
-    model: str
-    task: str
-    protocol: str
-    status: str  # 'done' | 'skipped' | 'failed'
-    message: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    main_metric: str = ""
-
-
-def default_results_dir(data_root: Optional[Path]) -> Path:
-    """results/ for real data, results/dermsynth when running on the embedded DermSynth."""
-    return Path("results") if data_root is not None else Path("results") / "dermsynth"
-
-
 def resolve_device(device: str) -> str:
     if device == "auto":
         import torch
@@ -83,18 +74,6 @@ def resolve_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was given but no CUDA device is available; use --device cpu")
     return device
-
-
-def model_label(key: str, weights: Optional[str]) -> str:
-    """Results folder name: the key for default weights, key@random, or key@<sha8> for a weights file."""
-    if weights is None:
-        return key
-    if weights == "random":
-        return key if key == "random-vit" else f"{key}@random"
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {weights}: no such file; give a weights file, 'random', or leave it out")
-    return f"{key}@{sha256_file(path)[:8]}"
 
 
 class TaskCache:
@@ -170,13 +149,23 @@ def _with_groups(predictions: pd.DataFrame, data: TaskData) -> pd.DataFrame:
     return out
 
 
-def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> list[Outcome]:
-    cards = select_tasks(settings.tasks)
-    explicit = set(settings.tasks.split(",")) & {c.name for c in cards}
-    for p in settings.protocols or []:
-        get_protocol(p)  # unknown names fail early with the list of valid ones
-    device = resolve_device(settings.device)
+def contamination(card: TaskCard, entry, weights: Optional[str]):
+    """Whether the weights saw this task's training images: True / False, or 'unknown' for a weights
+    file of unknown origin. Untrained weights (``--weights random``, random-vit) saw nothing."""
+    if weights == "random" or entry.meta.key == "random-vit":
+        return False
+    if weights is not None:
+        return "unknown"
+    return card.name in entry.meta.seen_tasks
 
+
+def resolve_run(settings: RunSettings, log: Callable[[str], None] = print, check_device: bool = True) -> RunSettings:
+    """A copy of ``settings`` that every worker of a run can use as is: the data root found (DermSynth
+    generated when none is given), the results folder and the data root absolute, the device checked
+    (not for Slurm, where the GPUs are on the nodes, not here)."""
+    from dataclasses import replace
+
+    device = resolve_device(settings.device) if check_device else settings.device
     data_root, source = resolve_data_root(settings.data_root)
     if data_root is None:
         from dermbench.data.synth import ensure_dermsynth
@@ -188,153 +177,282 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
     results_dir = Path(settings.output) if settings.output else default_results_dir(None if source.startswith("default") else data_root)
     ensure_folder(results_dir)  # an unwritable results folder fails here, before any work, naming the path
     log(f"Results: {results_dir}")
-    tasks = TaskCache(data_root, results_dir, settings.split_seed, settings.split_mode)
-    features = _feature_cache()
-    outcomes: list[Outcome] = []
-
-    for key in settings.models:
-        entry = registry.get(key)
-        label = model_label(key, settings.weights)
-        backbone_holder: dict[str, Any] = {}
-
-        def get_backbone(entry=entry, holder=backbone_holder):
-            if "bb" not in holder:
-                log(f"Building backbone {entry.meta.key} (weights: {settings.weights or 'default'})")
-                holder["bb"] = entry.build(weights=settings.weights)
-            return holder["bb"]
-
-        for card in cards:
-            protocols = [p for p in card.protocols if settings.protocols is None or p in settings.protocols]
-            protocols += [p for p in settings.protocols or [] if p not in card.protocols and get_protocol(p).accepts(card)]
-            if not protocols:
-                if card.name in explicit:  # asked for by name: say why nothing ran
-                    log(f"{label} · {card.name}: none of the requested protocols ({', '.join(settings.protocols)}) "
-                        f"runs on this task; its card lists: {', '.join(card.protocols)}")
-                continue
-            for protocol_name in protocols:
-                for head_seed in settings.head_seeds:
-                    outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,
-                                       results_dir, device, explicit, log, head_seed)
-                    outcomes.append(outcome)
-    _summarise(outcomes, log)
-    return outcomes
+    return replace(settings, data_root=Path(data_root).resolve(), output=results_dir.resolve(), device=device)
 
 
-def contamination(card: TaskCard, entry, weights: Optional[str]):
-    """Whether the weights saw this task's training images: True / False, or 'unknown' for a weights
-    file of unknown origin. Untrained weights (``--weights random``, random-vit) saw nothing."""
-    if weights == "random" or entry.meta.key == "random-vit":
-        return False
-    if weights is not None:
-        return "unknown"
-    return card.name in entry.meta.seen_tasks
+def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, executor=None) -> list[Outcome]:
+    """Plan the run of ``settings`` and execute it: in this process (``executor`` None, the default), on a
+    shard of the plan, or on Slurm (:mod:`dermbench.run.executors`). Returns one outcome per protocol job
+    (for Slurm without waiting: none)."""
+    from dermbench.run.executors import LocalExecutor
+
+    jobs = plan(settings, log)  # bad models, tasks, protocols, settings fail here, before any work
+    resolved = resolve_run(settings, log, check_device=not getattr(executor, "devices_on_nodes", False))
+    save_plan(resolved.output, settings_record(resolved), jobs)
+    outcomes = (executor or LocalExecutor()).execute(resolved, jobs, run_jobs, log)
+    protocol_outcomes = [o for o in outcomes if o.protocol != "features"]
+    if outcomes or not getattr(executor, "returns_at_once", False):
+        _summarise(protocol_outcomes, log)
+    return protocol_outcomes
 
 
-def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features, results_dir, device,
-             explicit, log, head_seed: int = 0) -> Outcome:
-    where = f"{label} · {card.name} · {protocol_name}" + (f" · seed {head_seed}" if len(settings.head_seeds) > 1 else "")
-    if not is_available(protocol_name):
-        msg = f"protocol {protocol_name!r} is not available in this version of dermbench"
-        log(f"{where}: skipped, {msg}")
-        return Outcome(label, card.name, protocol_name, "skipped", msg)
-    try:
-        protocol = get_protocol(protocol_name)
-        missing = [m for m in protocol.requires if not _importable(m)]
-        if missing:
-            msg = f"needs {', '.join(missing)}: pip install 'dermbench[{protocol.extra}]'"
-            log(f"{where}: skipped, {msg}")
-            return Outcome(label, card.name, protocol_name, "skipped", msg)
-        data = tasks.data(card)
-        split = tasks.split(card)
-        data_hash = tasks.data_sha256(card)
-    except DatasetError as exc:
-        if card.name in explicit:
-            raise
-        log(f"{where}: skipped, {exc}")
-        return Outcome(label, card.name, protocol_name, "skipped", str(exc))
+def settings_record(settings: RunSettings) -> dict[str, Any]:
+    from dataclasses import asdict
 
-    started = now()
-    overrides = settings.overrides.get(protocol_name) or {}
-    config = protocol.resolve_config({**protocol.data_defaults(data), **overrides})
-    try:
-        backbone = get_backbone()  # the weights' sha256 is part of the key
-    except Exception as exc:
-        log(f"{where}: FAILED: {type(exc).__name__}: {exc}")
-        return Outcome(label, card.name, protocol_name, "failed", f"{type(exc).__name__}: {exc}")
-    identity = result_identity(
-        backbone=entry.meta.key, weights_sha256=backbone.weights_sha256, task=card.name, task_card_sha256=card.sha256,
-        data_sha256=data_hash, split_rule=split.rule, split_seed=split.seed, split_sha256=split.sha256,
-        protocol=protocol_name, protocol_version=protocol.VERSION, settings=config, head_seed=head_seed,
-        n_boot=settings.n_boot, bootstrap_seed=bootstrap_seed(card.name, split.sha256, split.seed),
-        overrides=overrides, split_mode=settings.split_mode)
-    key = result_key(identity)
-    if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name, key):
-        log(f"{where}: finished earlier with these settings (result {key[:12]}), skipped (use --overwrite to recompute)")
-        return Outcome(label, card.name, protocol_name, "skipped", "finished earlier")
-    paths = result_paths(results_dir, label, card.name, protocol_name, key)
-    ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=features,
-                     seed=head_seed, device=device, config=config, artifacts_dir=paths["artifacts"],
-                     progress=settings.progress,
-                     load_task=lambda name: (tasks.data(get_card(name)), tasks.split(get_card(name))))
-    try:
-        out = protocol.run(ctx)
-        predictions = as_stored(_with_groups(out.predictions, data))
-        stratified = out.kind == "classification"
-        strata = protocol.bootstrap_strata(predictions) if stratified else None
-        boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
-            results_dir / "_bootstrap", card.name, split.sha256, split.seed, len(split.test), strata, settings.n_boot)
-        from dermbench.stats.evaluation import evaluate_result
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
 
-        metrics = evaluate_result(protocol, out.kind, predictions, boot_idx)
-        record = {
-            "model": label, "result_key": key, "identity": identity,
-            "backbone": {**entry.meta.to_dict(), "weights_sha256": backbone.weights_sha256,
-                         "fingerprint": backbone.fingerprint(), "num_params": backbone.num_params(),
-                         "variant": backbone.variant},
-            "task": card.name, "task_title": card.title, "task_group": card.group, "task_card_sha256": card.sha256,
-            "protocol": protocol_name, "kind": out.kind, "classes": list(data.classes),
-            "n_train": out.n_train, "n_test": out.n_test, "seed": head_seed, "split_seed": split.seed,
-            "main_metric": card.main_metric,
-            "metrics": metrics,
-            "split": {"rule": split.rule, "seed": split.seed, "path": os.path.relpath(split.path, results_dir),
-                      "sha256": split.sha256, "notes": split.notes},
-            "split_sha256": split.sha256,
-            "bootstrap": {"n_boot": int(boot_idx.shape[0]), "path": os.path.relpath(boot_path, results_dir),
-                          "sha256": boot_sha, "stratified": stratified},
-            "data": {"root": str(tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples),
-                     "sha256": data_hash},
-            "contaminated": contamination(card, entry, settings.weights),
-            "skipped": [list(s) for s in data.skipped],
-            "info": out.info,
-            "artifacts": out.artifacts,
-            "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
-                                      "split_mode": settings.split_mode, "n_boot": settings.n_boot,
-                                      "head_seed": head_seed, "split_seed": split.seed}, device, started),
-        }
-        tables = {name: as_stored(_with_groups(t, data)) for name, t in out.tables.items()}
-        write_result(results_dir, record, predictions, tables)
-    except Exception as exc:  # reported, the run goes on; the exit code says something failed
-        log(f"{where}: FAILED: {type(exc).__name__}: {exc}")
+
+def run_jobs(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] = print) -> list[Outcome]:
+    """Execute ``jobs`` in this process, in order: the worker of every executor. ``settings`` must be
+    resolved (:func:`resolve_run`). A job already done is skipped (unless ``overwrite``), one that a live
+    worker has claimed is left to it, a stale claim is taken over; each job's log goes to its log file."""
+    runner = JobRunner(settings, log)
+    return [runner.run(job, readers=[j for j in jobs if job.id in j.after]) for job in jobs]
+
+
+class JobRunner:
+    """Executes jobs, keeping what jobs share (task data and splits, the feature cache, built backbones)."""
+
+    def __init__(self, settings: RunSettings, log: Callable[[str], None] = print):
+        self.settings = settings
+        self.results_dir = Path(settings.output)
+        self.console = log
+        self.log = log
+        self.tasks = TaskCache(Path(settings.data_root), self.results_dir, settings.split_seed, settings.split_mode)
+        self.features = _feature_cache()
+        self._backbones: dict[str, Any] = {}
+        self._last_traceback = ""
+        self._outcomes: dict[str, Outcome] = {}  # this process's outcomes, by job id (a protocol reads its features job's)
+
+    def get_backbone(self, key: str):
+        if key not in self._backbones:
+            self.log(f"Building backbone {key} (weights: {self.settings.weights or 'default'})")
+            self._backbones[key] = registry.get(key).build(weights=self.settings.weights)
+        return self._backbones[key]
+
+    def run(self, job: Job, readers: Optional[list[Job]] = None) -> Outcome:
+        """Claim, execute, record and release one job. A features job is skipped when every protocol job
+        reading it (``readers``, those of this batch) finished earlier; a protocol job decides by the key
+        of its result."""
+        settings, results = self.settings, self.results_dir
+        where = f"{job.model} · {job.task} · {job.protocol or 'features'}"
+        if job.stage == "protocol" and len(settings.head_seeds) > 1:
+            where += f" · seed {job.head_seed}"
+        if job.stage == "features" and not settings.overwrite and readers and all(is_done(results, r) for r in readers):
+            return self._keep(Outcome(job.model, job.task, "features", "skipped", "its results are done", job=job.id))
+        claim = claims.try_claim(claims_dir(results), job.id)
+        if claim is None:
+            holder = claims.read_claim(claims.claim_path(claims_dir(results), job.id))
+            who = holder[0].describe() if holder else "another worker"
+            self.console(f"{where}: being computed by {who}, left to it")
+            return self._keep(Outcome(job.model, job.task, job.protocol or "features", "skipped",
+                                      f"claimed by {who}", job=job.id))
+        job_log = log_path(results, job.id)
+        job_log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with claims.Heartbeat(claim), open(job_log, "a") as log_file:
+                def tee(line: str, _file=log_file) -> None:
+                    self.console(line)
+                    _file.write(f"{now()} {line}\n")
+                    _file.flush()
+
+                self.log = tee
+                try:
+                    outcome = self._execute(job, where)
+                except Exception:
+                    log_file.write(traceback.format_exc())
+                    raise
+                finally:
+                    self.log = self.console
+                if outcome.status == "failed":
+                    log_file.write(self._last_traceback)
+            # recorded while the claim is held, so a worker that finds the job unclaimed also finds its record
+            if outcome.status == "failed":
+                write_failure(results, job, outcome.message, _slurm_paths())
+            elif outcome.status == "done" or outcome.result_key:  # computed, or found finished under its key
+                clear_failure(results, job)
+                record = {"job": job.id, "finished": now()}
+                record.update({"result_key": outcome.result_key} if job.stage == "protocol" else
+                              {"cache": str(self.features.root)})
+                atomic_write_json(done_marker(results, job.id), record)
+        finally:
+            claims.release(claim)
+        return self._keep(outcome)
+
+    def _keep(self, outcome: Outcome) -> Outcome:
+        self._outcomes[outcome.job] = outcome
+        return outcome
+
+    def _execute(self, job: Job, where: str) -> Outcome:
+        if job.stage == "features":
+            return self._extract(job, where)
+        return self._protocol(job, where)
+
+    def _task(self, job: Job):
+        """(card, data, split) of the job's task; DatasetError propagates for a task named on the command line."""
+        card = get_card(job.task)
+        return card, self.tasks.data(card), self.tasks.split(card)
+
+    def _extract(self, job: Job, where: str) -> Outcome:
+        """Features for the train and test images, in the order and batches the protocols read them."""
+        try:
+            card, data, split = self._task(job)
+        except DatasetError as exc:
+            if job.explicit:
+                raise
+            self.log(f"{where}: skipped, {exc}")
+            return Outcome(job.model, job.task, "features", "skipped", str(exc), job=job.id)
+        try:
+            backbone = self.get_backbone(job.model_key)
+            counts = dict(self.features.stats)
+            for need in job.features:
+                for part in ("train", "test"):
+                    self.features.get(backbone, split.select(data, part), kind=need.kind, view=need.view,
+                                      batch_size=need.batch_size, device=self.settings.device,
+                                      progress=self.settings.progress, desc=f"{card.name} {part}")
+            computed = self.features.stats["computed"] - counts["computed"]
+            hits = self.features.stats["hits"] - counts["hits"]
+        except Exception as exc:
+            return self._failed(job, where, exc)
+        self.log(f"{where}: {', '.join(n.describe() for n in job.features)}: {computed} image(s) computed, "
+                 f"{hits} cached")
+        return Outcome(job.model, job.task, "features", "done", job=job.id)
+
+    def _failed(self, job: Job, where: str, exc: Exception) -> Outcome:
+        self.log(f"{where}: FAILED: {type(exc).__name__}: {exc}")
         if os.environ.get("DERMBENCH_DEBUG"):
             traceback.print_exc()
-        return Outcome(label, card.name, protocol_name, "failed", f"{type(exc).__name__}: {exc}")
-    main = card.main_metric if card.main_metric in metrics else next(iter(metrics))
-    m = metrics[main]
-    log(f"{where}: {main} {100 * m['value']:.2f} [{100 * m['ci_low']:.2f}, {100 * m['ci_high']:.2f}] "
-        f"(n_train {out.n_train}, n_test {out.n_test})")
-    return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main)
+        self._last_traceback = traceback.format_exc()
+        return Outcome(job.model, job.task, job.protocol or "features", "failed", f"{type(exc).__name__}: {exc}",
+                       job=job.id)
+
+    def _upstream_failure(self, job: Job) -> Optional[str]:
+        """Why the features this protocol reads were not extracted, if their job failed."""
+        for up in job.after:
+            seen = self._outcomes.get(up)
+            if seen is not None:
+                if seen.status == "failed":
+                    return f"features job {up} failed ({seen.message}); log: {log_path(self.results_dir, up)}"
+                continue
+            record = failure_record(self.results_dir, up)
+            if record.exists() and not done_marker(self.results_dir, up).exists():
+                rec = json.loads(record.read_text())
+                return f"features job {up} failed ({rec.get('message')}); log: {rec.get('slurm_stderr') or rec.get('log')}"
+        return None
+
+    def _protocol(self, job: Job, where: str) -> Outcome:
+        settings, results_dir = self.settings, self.results_dir
+        label, protocol_name = job.model, job.protocol
+        why_not = runnable(protocol_name)
+        if why_not:
+            self.log(f"{where}: skipped, {why_not}")
+            return Outcome(label, job.task, protocol_name, "skipped", why_not, job=job.id)
+        try:
+            protocol = get_protocol(protocol_name)
+            card, data, split = self._task(job)
+        except DatasetError as exc:
+            if job.explicit:
+                raise
+            self.log(f"{where}: skipped, {exc}")
+            return Outcome(label, job.task, protocol_name, "skipped", str(exc), job=job.id)
+        upstream = self._upstream_failure(job)
+        if upstream:
+            self.log(f"{where}: FAILED: {upstream}")
+            return Outcome(label, job.task, protocol_name, "failed", upstream, job=job.id)
+
+        entry = registry.get(job.model_key)
+        get_backbone = lambda: self.get_backbone(job.model_key)  # noqa: E731
+        head_seed = job.head_seed
+        started = now()
+        overrides = settings.overrides.get(protocol_name) or {}
+        config = protocol.resolve_config({**protocol.data_defaults(data), **overrides})
+        try:
+            data_hash = self.tasks.data_sha256(card)
+            backbone = get_backbone()  # the weights' sha256 is part of the key
+        except Exception as exc:
+            return self._failed(job, where, exc)
+        identity = result_identity(
+            backbone=entry.meta.key, weights_sha256=backbone.weights_sha256, task=card.name, task_card_sha256=card.sha256,
+            data_sha256=data_hash, split_rule=split.rule, split_seed=split.seed, split_sha256=split.sha256,
+            protocol=protocol_name, protocol_version=protocol.VERSION, settings=config, head_seed=head_seed,
+            n_boot=settings.n_boot, bootstrap_seed=bootstrap_seed(card.name, split.sha256, split.seed),
+            overrides=overrides, split_mode=settings.split_mode)
+        key = result_key(identity)
+        if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name, key):
+            self.log(f"{where}: finished earlier with these settings (result {key[:12]}), skipped "
+                     f"(use --overwrite to recompute)")
+            return Outcome(label, card.name, protocol_name, "skipped", "finished earlier", job=job.id, result_key=key)
+        paths = result_paths(results_dir, label, card.name, protocol_name, key)
+        tasks = self.tasks
+        ctx = RunContext(card=card, data=data, split=split, get_backbone=get_backbone, features=self.features,
+                         seed=head_seed, device=settings.device, config=config, artifacts_dir=paths["artifacts"],
+                         progress=settings.progress,
+                         load_task=lambda name: (tasks.data(get_card(name)), tasks.split(get_card(name))))
+        try:
+            out = protocol.run(ctx)
+            predictions = as_stored(_with_groups(out.predictions, data))
+            stratified = out.kind == "classification"
+            strata = protocol.bootstrap_strata(predictions) if stratified else None
+            boot_idx, boot_path, boot_sha = shared_bootstrap_indices(
+                results_dir / "_bootstrap", card.name, split.sha256, split.seed, len(split.test), strata, settings.n_boot)
+            from dermbench.stats.evaluation import evaluate_result
+
+            metrics = evaluate_result(protocol, out.kind, predictions, boot_idx)
+            record = {
+                "model": label, "result_key": key, "identity": identity,
+                "backbone": {**entry.meta.to_dict(), "weights_sha256": backbone.weights_sha256,
+                             "fingerprint": backbone.fingerprint(), "num_params": backbone.num_params(),
+                             "variant": backbone.variant},
+                "task": card.name, "task_title": card.title, "task_group": card.group, "task_card_sha256": card.sha256,
+                "protocol": protocol_name, "kind": out.kind, "classes": list(data.classes),
+                "n_train": out.n_train, "n_test": out.n_test, "seed": head_seed, "split_seed": split.seed,
+                "main_metric": card.main_metric,
+                "metrics": metrics,
+                "split": {"rule": split.rule, "seed": split.seed, "path": os.path.relpath(split.path, results_dir),
+                          "sha256": split.sha256, "notes": split.notes},
+                "split_sha256": split.sha256,
+                "bootstrap": {"n_boot": int(boot_idx.shape[0]), "path": os.path.relpath(boot_path, results_dir),
+                              "sha256": boot_sha, "stratified": stratified},
+                "data": {"root": str(self.tasks.data_root), "dataset_root": str(data.root), "n_samples": len(data.samples),
+                         "sha256": data_hash},
+                "contaminated": contamination(card, entry, settings.weights),
+                "skipped": [list(s) for s in data.skipped],
+                "info": out.info,
+                "artifacts": out.artifacts,
+                "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
+                                          "split_mode": settings.split_mode, "n_boot": settings.n_boot,
+                                          "head_seed": head_seed, "split_seed": split.seed}, settings.device, started),
+            }
+            tables = {name: as_stored(_with_groups(t, data)) for name, t in out.tables.items()}
+            write_result(results_dir, record, predictions, tables)
+        except Exception as exc:  # reported, the run goes on; the exit code says something failed
+            return self._failed(job, where, exc)
+        main = card.main_metric if card.main_metric in metrics else next(iter(metrics))
+        m = metrics[main]
+        self.log(f"{where}: {main} {100 * m['value']:.2f} [{100 * m['ci_low']:.2f}, {100 * m['ci_high']:.2f}] "
+                 f"(n_train {out.n_train}, n_test {out.n_test})")
+        return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main, job=job.id,
+                       result_key=key)
+
+
+def _slurm_paths() -> dict[str, str]:
+    """The Slurm stdout/stderr of the running array task, when running under submitit on Slurm."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return {}
+    try:
+        import submitit
+
+        paths = submitit.JobEnvironment().paths
+        return {"slurm_stdout": str(paths.stdout), "slurm_stderr": str(paths.stderr),
+                "slurm_job": submitit.JobEnvironment().job_id}
+    except Exception:  # not a submitit job (plain sbatch/srun): the job's own log is still recorded
+        return {}
 
 
 def _feature_cache():
     from dermbench.features import FeatureCache
 
     return FeatureCache(cache_dir())
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def _summarise(outcomes: list[Outcome], log) -> None:
