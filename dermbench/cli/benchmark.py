@@ -67,6 +67,12 @@ def run(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
     synth_scale: float = typer.Option(1.0, "--synth-scale", help="DermSynth size multiplier (when no data root is given)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Image-decode processes for feature extraction "
+                                          "(default: one per core, at most 16; 0 decodes in the main process)."),
+    precision: str = typer.Option("auto", "--precision", help="Feature extraction: auto (bf16 autocast on CUDA, "
+                                  "fp32 on CPU) | fp32 | bf16 | fp16; recorded in each result and the cache key."),
+    draft_decode: bool = typer.Option(False, "--draft-decode", help="Decode large JPEGs at reduced resolution "
+                                      "(PIL draft mode): faster, slightly different features, cached apart."),
 ) -> None:
     """Run backbones on tasks with their protocols; results go to the results store."""
     from dermbench.models import registry
@@ -90,10 +96,16 @@ def run(
         fail(str(exc.args[0]))
     if split not in ("default", "official"):
         fail(f"--split {split!r}: expected 'default' or 'official'")
+    from dermbench.features import PRECISIONS
+
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if workers is not None and workers < 0:
+        fail(f"--workers {workers}: expected 0 or more decode processes")
     settings = RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
                            output=output, seed=seed, device=device, overwrite=overwrite, n_boot=n_boot,
                            split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
-                           synth_scale=synth_scale)
+                           synth_scale=synth_scale, workers=workers, precision=precision, draft_decode=draft_decode)
     from dermbench.data.sample import DatasetError
 
     try:

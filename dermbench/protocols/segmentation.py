@@ -168,6 +168,10 @@ class _SegmentationProtocol(Protocol):
     kind = "segmentation"
     feature_kind = "tokens"  # 'tokens' (one map) or 'levels' (a list of maps)
 
+    @property
+    def feature_requests(self) -> tuple[tuple[str, str], ...]:
+        return ((self.feature_kind, "seg"),)
+
     def build_head(self, cfg: dict[str, Any], feature_shapes: list[tuple[int, ...]]):
         """The trainable head for features of these shapes (batch dim excluded)."""
         raise TypeError(f"{type(self).__name__} does not define its head")

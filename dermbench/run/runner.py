@@ -44,6 +44,9 @@ class RunSettings:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> {setting: value}
     progress: bool = True
     synth_scale: float = 1.0
+    workers: Optional[int] = None  # feature-decode processes; None: one per core, at most 16
+    precision: str = "auto"  # feature extraction: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    draft_decode: bool = False  # PIL draft-mode JPEG decoding for features (changes them; in the cache key)
 
 
 @dataclass
@@ -168,7 +171,7 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
     results_dir = Path(settings.output) if settings.output else default_results_dir(None if source.startswith("default") else data_root)
     log(f"Results: {results_dir}")
     tasks = TaskCache(data_root, results_dir, settings.seed, settings.split_mode)
-    features = _feature_cache()
+    features = _feature_cache(settings)
     outcomes: list[Outcome] = []
 
     for key in settings.models:
@@ -190,6 +193,7 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print) -> 
                     log(f"{label} · {card.name}: none of the requested protocols ({', '.join(settings.protocols)}) "
                         f"runs on this task; its card lists: {', '.join(card.protocols)}")
                 continue
+            _extract_features(settings, label, get_backbone, card, protocols, tasks, features, results_dir, device, log)
             for protocol_name in protocols:
                 outcome = _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, features,
                                    results_dir, device, explicit, log)
@@ -260,7 +264,8 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
             "info": out.info,
             "artifacts": out.artifacts,
             "provenance": provenance({"protocol": config, "weights": settings.weights, "split_mode": settings.split_mode,
-                                      "n_boot": settings.n_boot}, device, started),
+                                      "n_boot": settings.n_boot, "features": features.settings(device)},
+                                     device, started),
         }
         write_result(results_dir, record, predictions)
     except Exception as exc:  # reported, the run goes on; the exit code says something failed
@@ -275,10 +280,28 @@ def _run_one(settings, label, entry, get_backbone, card, protocol_name, tasks, f
     return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main)
 
 
-def _feature_cache():
+def _feature_cache(settings: RunSettings):
     from dermbench.features import FeatureCache
 
-    return FeatureCache(cache_dir())
+    return FeatureCache(cache_dir(), workers=settings.workers, precision=settings.precision, draft=settings.draft_decode)
+
+
+def _extract_features(settings, label, get_backbone, card, protocols, tasks, features, results_dir, device, log) -> None:
+    """One extraction pass per (backbone, task) for every (kind, view) its protocols will read, so each
+    image is decoded once; the protocols then find their features in the cache."""
+    todo = [p for p in protocols if is_available(p) and (settings.overwrite or not is_finished(results_dir, label, card.name, p))]
+    requests = sorted({r for p in todo for r in get_protocol(p).feature_requests})
+    if not requests:
+        return
+    try:
+        data, split = tasks.data(card), tasks.split(card)
+    except DatasetError:
+        return  # each protocol reports (or raises) it as before
+    samples = split.select(data, "train") + split.select(data, "test")
+    try:
+        features.extract(get_backbone(), samples, requests, device=device, progress=settings.progress, desc=card.name)
+    except Exception as exc:  # each protocol then meets the problem itself and reports it as its failure
+        log(f"{label} · {card.name}: feature extraction for all protocols failed ({type(exc).__name__}: {exc})")
 
 
 def _importable(module: str) -> bool:
