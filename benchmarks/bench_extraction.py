@@ -62,8 +62,8 @@ def transforms_for(backbone, requests):
 class DecodeAll:
     """One decode of each image, every view's transform applied to it (what (a) and (c) load)."""
 
-    def __init__(self, paths, transforms, draft: bool = False):
-        self.paths, self.transforms, self.draft = list(paths), transforms, draft
+    def __init__(self, paths, transforms, draft_size=None):
+        self.paths, self.transforms, self.draft_size = list(paths), transforms, draft_size
 
     def __len__(self):
         return len(self.paths)
@@ -71,7 +71,7 @@ class DecodeAll:
     def __getitem__(self, i):
         from dermbench.features import load_image
 
-        image = load_image(self.paths[i])
+        image = load_image(self.paths[i], self.draft_size) if self.draft_size else load_image(self.paths[i])
         return {v: t(image) for v, t in self.transforms.items()}
 
 
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--requests", default="global:eval", help="kind:view,... e.g. global:eval,tokens:seg")
+    ap.add_argument("--draft", action="store_true", help="PIL draft-mode JPEG decoding in (a)-(e) (FeatureCache draft=True)")
     ap.add_argument("--skip", default="", help="letters of measurements to skip, e.g. 'c'")
     args = ap.parse_args()
 
@@ -128,7 +129,12 @@ def main() -> None:
     requests = parse_requests(args.requests)
     backbone = registry.build(args.model, weights=args.weights).to(args.device)
     transforms = transforms_for(backbone, requests)
-    dataset = DecodeAll(paths, transforms)
+    draft_size = None
+    if args.draft:
+        from dermbench.features.extract import draft_size_for
+
+        draft_size = draft_size_for(backbone, list(transforms))
+    dataset = DecodeAll(paths, transforms, draft_size)
     rates: dict[str, float] = {}
     pin = str(args.device).startswith("cuda")
 
@@ -184,7 +190,7 @@ def main() -> None:
     new_api = hasattr(FeatureCache, "extract")
     with tempfile.TemporaryDirectory() as tmp:
         if new_api:
-            cache = FeatureCache(Path(tmp), workers=args.workers, precision=args.precision)
+            cache = FeatureCache(Path(tmp), workers=args.workers, precision=args.precision, draft=args.draft)
 
             def harness():
                 cache.extract(backbone, samples, requests=requests, batch_size=args.batch, device=args.device)
@@ -200,7 +206,8 @@ def main() -> None:
 
     print(f"model {args.model} ({args.weights}), {args.n} images {describe_images(paths)}, requests {args.requests}, "
           f"batch {args.batch}, workers {args.workers}, device {args.device}, precision {args.precision}, "
-          f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+          f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, draft {args.draft}, "
+          f"load average {os.getloadavg()[0]:.1f}, "
           f"FeatureCache API {'extract (sharded)' if new_api else 'get (per-image files)'}")
     names = {"a": "decode + transform only", "b": "forward only (preloaded)", "c": "reference DataLoader loop",
              "d": "dermbench cold", "e": "dermbench warm"}
