@@ -182,13 +182,8 @@ class ShardFolder:
             st = claim.stat()
         if time.time() - st.st_mtime > self.stale_after:
             return False
-        if info.get("host") == HOST and isinstance(info.get("pid"), int):
-            try:
-                os.kill(info["pid"], 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                pass  # someone else's live process
+        if info.get("host") == HOST and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
+            return False
         return True
 
     def claim(self, key: str) -> Optional[Path]:
@@ -236,18 +231,35 @@ class ShardFolder:
         keys = {n.rpartition(".")[0] for n in names if n.rpartition(".")[2].isdigit()}
         return sorted(k for k in keys if (c := self._claims(k)) and self._alive(c[-1][1]))
 
-    def sweep(self, older_than: float = 3600.0) -> None:
-        """Remove temporaries that killed writers left behind (older than an hour: no live writer's)."""
+    def sweep(self, other_hosts_after: float = 86400.0) -> None:
+        """Remove temporaries that killed writers left behind: those of this host's processes that are
+        gone, and those of other hosts untouched for a day (a live writer refreshes its files)."""
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return
         now = time.time()
         for n in names:
-            if n.startswith(".tmp-"):
-                p = self.folder / n
-                try:
-                    if now - p.stat().st_mtime > older_than:
-                        p.unlink()
-                except FileNotFoundError:
-                    pass
+            if not n.startswith(".tmp-"):
+                continue
+            head, pid, _ = (n.rsplit(".", 2) + ["", ""])[:3]
+            p = self.folder / n
+            try:
+                if head.endswith("." + HOST) and pid.isdigit():
+                    if _pid_alive(int(pid)):
+                        continue
+                elif now - p.stat().st_mtime < other_hosts_after:
+                    continue
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -113,6 +113,7 @@ def test_resume_after_sigkill_mid_shard(tmp_path, backbone):
     assert resumed.stats["computed"] == 12 - 4 * len(committed)
     np.testing.assert_array_equal(feats, FeatureCache(tmp_path / "ref", workers=0).get(backbone, samples))
     assert not os.listdir(folder / "claims")
+    assert not list(folder.glob(".tmp-*"))  # the killed writer's half-written arrays were swept
 
 
 def test_two_concurrent_writers_share_the_work(tmp_path, backbone):
