@@ -71,7 +71,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device, overwrite, split,
-                          n_boot, set_, synth_scale, quiet):
+                          n_boot, set_, synth_scale, quiet, workers=None, precision="auto", draft_decode=False):
     """RunSettings from the options `run` and `plan` share; a bad value exits with its one-line error."""
     from dermbench.data.tasks import select_tasks
     from dermbench.models import registry
@@ -95,11 +95,28 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
     seeds = parse_seeds(seed)
     if split not in ("default", "official"):
         fail(f"--split {split!r}: expected 'default' or 'official'")
+    if n_boot < 10:
+        fail(f"--n-boot {n_boot}: a percentile 95% CI needs at least 10 bootstrap replicates (default 1000; "
+             "the paper's numbers use 1000)")
+    if synth_scale <= 0:
+        fail(f"--synth-scale {synth_scale}: expected a positive size multiplier for DermSynth (default 1.0)")
+    from dermbench.features import PRECISIONS
+    from dermbench.protocols import validate_overrides
+
+    if precision not in PRECISIONS:
+        fail(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if workers is not None and workers < 0:
+        fail(f"--workers {workers}: expected 0 or more decode processes")
+    overrides = parse_overrides(set_)
+    try:
+        validate_overrides(overrides)  # names, types and ranges of every --set, before any work
+    except (KeyError, ValueError) as exc:
+        fail(error_text(exc))
     return RunSettings(models=models, tasks=task, protocols=protocols, data_root=data_root, weights=weights,
                        output=output, seed=seeds[0], seeds=seeds, split_seed=split_seed, device=device,
                        overwrite=overwrite, n_boot=n_boot,
-                       split_mode=split, overrides=parse_overrides(set_), progress=not quiet,
-                       synth_scale=synth_scale)
+                       split_mode=split, overrides=overrides, progress=not quiet,
+                       synth_scale=synth_scale, workers=workers, precision=precision, draft_decode=draft_decode)
 
 
 def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
@@ -150,6 +167,12 @@ def run(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
     synth_scale: float = typer.Option(1.0, "--synth-scale", help="DermSynth size multiplier (when no data root is given)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Image-decode processes for feature extraction "
+                                          "(default: one per core, at most 16; 0 decodes in the main process)."),
+    precision: str = typer.Option("auto", "--precision", help="Feature extraction: auto (bf16 autocast on CUDA, "
+                                  "fp32 on CPU) | fp32 | bf16 | fp16; recorded in each result and its key."),
+    draft_decode: bool = typer.Option(False, "--draft-decode", help="Decode large JPEGs at reduced resolution "
+                                      "(PIL draft mode): faster, slightly different features, cached apart."),
     executor: str = typer.Option("local", "--executor", help="local (this process) | slurm (job arrays through submitit)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Run only shard K/N of the plan, or 'auto' (from SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE), for srun/torchrun."),
     slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition of both arrays."),
@@ -165,7 +188,7 @@ def run(
     from dermbench.run.runner import run_benchmark
 
     settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
-                                     overwrite, split, n_boot, set_, synth_scale, quiet)
+                                     overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
                                    slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
     from dermbench.data.sample import DatasetError

@@ -19,12 +19,35 @@ def data_synth(
     out: Path = typer.Option(..., "--out", help="Folder to write DermSynth to (official layouts of all 20 tasks)."),
     scale: float = typer.Option(1.0, "--scale", help="Size multiplier."),
     seed: int = typer.Option(0, "--seed"),
+    image_size: str = typer.Option("128", "--image-size",
+                                   help="N: square images of about N px (the default, 128); WxH: every image exactly "
+                                        "W by H px, e.g. 1024x768 (ISIC-like) or 3000x2000, for decode benchmarks."),
+    datasets: Optional[List[str]] = typer.Option(None, "--dataset",
+                                                 help="Write only these datasets (repeat or comma-separate); default all."),
 ) -> None:
     """Write the synthetic benchmark DermSynth in the official dataset layouts."""
     from dermbench.data.synth import generate
+    from dermbench.data.synth.layouts import WRITERS
 
-    path = generate(out, scale=scale, seed=seed)
+    size = _parse_image_size(image_size)
+    names = split_list(datasets)
+    unknown = [n for n in names or [] if n not in WRITERS]
+    if unknown:
+        fail(f"--dataset {', '.join(unknown)}: unknown DermSynth dataset; choose from {', '.join(WRITERS)}")
+    path = generate(out, scale=scale, seed=seed, datasets=names, image_size=size)
     typer.echo(f"DermSynth written to {path}")
+
+
+def _parse_image_size(text: str) -> "int | tuple[int, int]":
+    """'128' -> 128 (square, jittered); '1024x768' -> (1024, 768) (exact)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or any(v < 16 or v > 8192 for v in values):
+        fail(f"--image-size {text!r}: expected N or WxH with sides of 16-8192 px, e.g. --image-size 1024x768")
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 @data_app.command("check")

@@ -62,12 +62,19 @@ def to_rgb(im):
     return im.convert("RGB")
 
 
-def load_rgb(path: Path):
-    """Open ``path`` as 8-bit RGB; a clear error names the file if it cannot be decoded."""
+def load_rgb(path: Path, draft_size: Optional[int] = None):
+    """Open ``path`` as 8-bit RGB; a clear error names the file if it cannot be decoded.
+
+    draft_size: for JPEGs, let libjpeg decode at 1/2, 1/4 or 1/8 scale while both sides stay at least
+    this many pixels (PIL's draft mode: several times faster on large photos; the features change a
+    little, so it is opt-in and part of the feature cache's key).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if draft_size and im.format == "JPEG":
+                im.draft("RGB", (draft_size, draft_size))
             im.load()
             return to_rgb(im)
     except FileNotFoundError as exc:

@@ -75,6 +75,9 @@ class Protocol:
     # checked before running so that a missing extra is a clear skip, not a traceback.
     requires: tuple[str, ...] = ()
     extra: str = ""
+    # The (kind, view) features the protocol reads from ctx.features; the runner extracts them for all of
+    # a task's protocols in one pass (one decode per image) before they run. Most read global 'eval' ones.
+    feature_requests: tuple[tuple[str, str], ...] = (("global", "eval"),)
 
     def applies_to(self, card: TaskCard) -> bool:
         return self.name in card.protocols

@@ -61,11 +61,14 @@ def _canonical(obj: Any) -> str:
 def result_identity(*, backbone: str, weights_sha256: str, task: str, task_card_sha256: str, data_sha256: Optional[str],
                     split_rule: str, split_seed: int, split_sha256: str, protocol: str, protocol_version: int,
                     settings: dict[str, Any], head_seed: int, n_boot: int, bootstrap_seed: Optional[int],
-                    overrides: Optional[dict[str, Any]] = None, split_mode: str = "default") -> dict[str, Any]:
+                    overrides: Optional[dict[str, Any]] = None, split_mode: str = "default",
+                    features: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The identity dict of one result (see the module docstring). ``overrides`` (the user's ``--set``
     values) and ``split_mode`` are kept for selection; they are already reflected in ``settings`` and
-    ``split_rule``/``split_sha256``, so they do not enter the key."""
-    return {
+    ``split_rule``/``split_sha256``, so they do not enter the key. ``features``: the extraction settings
+    that change features (precision other than fp32, draft-mode decoding); None for the default fp32,
+    full decode, which then leaves the key as it was before these settings existed."""
+    identity = {
         "identity_version": IDENTITY_VERSION,
         "backbone": backbone, "weights_sha256": weights_sha256,
         "task": task, "task_card_sha256": task_card_sha256, "data_sha256": data_sha256,
@@ -75,6 +78,9 @@ def result_identity(*, backbone: str, weights_sha256: str, task: str, task_card_
         "n_boot": int(n_boot), "bootstrap_seed": None if bootstrap_seed is None else int(bootstrap_seed),
         "overrides": json.loads(_canonical(overrides or {})), "split_mode": split_mode,
     }
+    if features:
+        identity["features"] = json.loads(_canonical(features))
+    return identity
 
 
 KEY_FIELDS = ("identity_version", "backbone", "weights_sha256", "task", "task_card_sha256", "data_sha256", "split_rule",
@@ -87,7 +93,10 @@ def result_key(identity: dict[str, Any]) -> str:
     missing = [f for f in KEY_FIELDS if f not in identity]
     if missing:
         raise ValueError(f"result identity lacks {', '.join(missing)}; build it with result_identity()")
-    return hashlib.sha256(_canonical({f: identity[f] for f in KEY_FIELDS}).encode()).hexdigest()
+    fields = {f: identity[f] for f in KEY_FIELDS}
+    if identity.get("features"):  # non-default extraction (bf16/fp16, draft decoding): another result
+        fields["features"] = identity["features"]
+    return hashlib.sha256(_canonical(fields).encode()).hexdigest()
 
 
 def data_sha256(samples: Iterable[Any], image_hash) -> str:

@@ -57,6 +57,9 @@ class RunSettings:
     synth_scale: float = 1.0
     seeds: Optional[list[int]] = None  # head seeds: one result per seed, all on the same split (None: [seed])
     split_seed: int = 0  # seed of the split and of the shared bootstrap resamples
+    workers: Optional[int] = None  # feature-decode processes; None: one per core, at most 16
+    precision: str = "auto"  # feature extraction: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    draft_decode: bool = False  # PIL draft-mode JPEG decoding for features (changes them; in the cache key)
 
     @property
     def head_seeds(self) -> list[int]:
@@ -219,7 +222,7 @@ class JobRunner:
         self.console = log
         self.log = log
         self.tasks = TaskCache(Path(settings.data_root), self.results_dir, settings.split_seed, settings.split_mode)
-        self.features = _feature_cache()
+        self.features = _feature_cache(settings)
         self._backbones: dict[str, Any] = {}
         self._last_traceback = ""
         self._outcomes: dict[str, Outcome] = {}  # this process's outcomes, by job id (a protocol reads its features job's)
@@ -305,11 +308,15 @@ class JobRunner:
         try:
             backbone = self.get_backbone(job.model_key)
             counts = dict(self.features.stats)
+            samples = split.select(data, "train") + split.select(data, "test")
+            # one pass per batch size (features are batched as the protocols read them); each pass decodes
+            # every image once for all the (kind, view) pairs it serves
+            by_batch: dict[int, list[tuple[str, str]]] = {}
             for need in job.features:
-                for part in ("train", "test"):
-                    self.features.get(backbone, split.select(data, part), kind=need.kind, view=need.view,
-                                      batch_size=need.batch_size, device=self.settings.device,
-                                      progress=self.settings.progress, desc=f"{card.name} {part}")
+                by_batch.setdefault(int(need.batch_size), []).append((need.kind, need.view))
+            for batch_size, requests in by_batch.items():
+                self.features.extract(backbone, samples, requests, batch_size=batch_size, device=self.settings.device,
+                                      progress=self.settings.progress, desc=card.name)
             computed = self.features.stats["computed"] - counts["computed"]
             hits = self.features.stats["hits"] - counts["hits"]
         except Exception as exc:
@@ -376,7 +383,8 @@ class JobRunner:
             data_sha256=data_hash, split_rule=split.rule, split_seed=split.seed, split_sha256=split.sha256,
             protocol=protocol_name, protocol_version=protocol.VERSION, settings=config, head_seed=head_seed,
             n_boot=settings.n_boot, bootstrap_seed=bootstrap_seed(card.name, split.sha256, split.seed),
-            overrides=overrides, split_mode=settings.split_mode)
+            overrides=overrides, split_mode=settings.split_mode,
+            features=_features_identity(self.features, settings.device))
         key = result_key(identity)
         if not settings.overwrite and is_finished(results_dir, label, card.name, protocol_name, key):
             self.log(f"{where}: finished earlier with these settings (result {key[:12]}), skipped "
@@ -421,7 +429,9 @@ class JobRunner:
                 "artifacts": out.artifacts,
                 "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
                                           "split_mode": settings.split_mode, "n_boot": settings.n_boot,
-                                          "head_seed": head_seed, "split_seed": split.seed}, settings.device, started),
+                                          "head_seed": head_seed, "split_seed": split.seed,
+                                          "features": self.features.settings(settings.device)},
+                                         settings.device, started),
             }
             tables = {name: as_stored(_with_groups(t, data)) for name, t in out.tables.items()}
             write_result(results_dir, record, predictions, tables)
@@ -449,10 +459,17 @@ def _slurm_paths() -> dict[str, str]:
         return {}
 
 
-def _feature_cache():
+def _feature_cache(settings: RunSettings):
     from dermbench.features import FeatureCache
 
-    return FeatureCache(cache_dir())
+    return FeatureCache(cache_dir(), workers=settings.workers, precision=settings.precision, draft=settings.draft_decode)
+
+
+def _features_identity(features, device: str) -> Optional[dict[str, Any]]:
+    """The extraction settings that change numbers, for the result key; None for fp32 with full decoding."""
+    s = features.settings(device)
+    changed = {"precision": s["precision"], "draft_decode": s["draft_decode"]}
+    return changed if (changed["precision"] != "fp32" or changed["draft_decode"]) else None
 
 
 def _summarise(outcomes: list[Outcome], log) -> None:

@@ -68,7 +68,9 @@ def test_dermsynth_defaults_are_cpu_sized_and_real_data_keeps_the_papers(tmp_pat
     synth = TaskData(task="ph2-seg", root=ensure_dermsynth() / "PH2Dataset", classes=[], samples=[])
     real = TaskData(task="ph2-seg", root=tmp_path, classes=[], samples=[])
     upernet, caption = get_protocol("seg-upernet"), get_protocol("caption")
-    assert upernet.resolve_config(upernet.data_defaults(synth))["upernet_channels"] == 128
+    assert upernet.resolve_config(upernet.data_defaults(synth))["upernet_channels"] == 64
     assert upernet.resolve_config(upernet.data_defaults(real))["upernet_channels"] == 768
+    assert upernet.resolve_config(upernet.data_defaults(synth))["epochs"] == 10
+    assert upernet.resolve_config(upernet.data_defaults(real))["epochs"] == 20
     assert caption.resolve_config(caption.data_defaults(synth))["llm"] == TINY_LM_ID
     assert caption.resolve_config(caption.data_defaults(real))["llm"] == "BioMistral/BioMistral-7B"

@@ -27,7 +27,7 @@ SITES = ("face", "trunk", "upper extremity", "lower extremity", "scalp", "back")
 class Writer:
     """Shared state of one generation: seeded per-image RNGs, image sizes, counts."""
 
-    def __init__(self, out: Path, seed: int, scale: float, image_size: int):
+    def __init__(self, out: Path, seed: int, scale: float, image_size: "int | tuple[int, int]"):
         self.out = Path(out)
         self.seed = seed
         self.scale = scale
@@ -43,8 +43,17 @@ class Writer:
     def image(self, key: tuple, style: LesionStyle, skin_type: int, path: Path, mask_path: Optional[Path] = None,
               fmt: Optional[str] = None, mask_fmt: Optional[str] = None):
         rng = self.rng(*key)
-        size = int(self.image_size * rng.uniform(0.875, 1.25))
-        img, mask = render(rng, size, jitter_style(style, rng, 0.3), skin_type)
+        jitter = rng.uniform(0.875, 1.25)
+        if isinstance(self.image_size, tuple):
+            # A fixed camera size (ISIC-like 1024x768, 3000x2000): render the square scene at the long
+            # side and crop its centre, where the lesion sits; every image has exactly this size.
+            width, height = self.image_size
+            img, mask = render(rng, max(width, height), jitter_style(style, rng, 0.3), skin_type)
+            left, top = (img.width - width) // 2, (img.height - height) // 2
+            img = img.crop((left, top, left + width, top + height))
+            mask = mask[top : top + height, left : left + width]
+        else:
+            img, mask = render(rng, int(self.image_size * jitter), jitter_style(style, rng, 0.3), skin_type)
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(img, path, fmt)
         if mask_path is not None:
@@ -401,14 +410,18 @@ WRITERS: dict[str, Callable[[Writer], dict]] = {
 
 
 def generate(out_dir: Path, scale: float = 1.0, seed: int = 0, datasets: Optional[list[str]] = None,
-             image_size: int = 128) -> Path:
-    """Write DermSynth into ``out_dir`` (official layouts). Same arguments, same bytes."""
+             image_size: "int | tuple[int, int]" = 128) -> Path:
+    """Write DermSynth into ``out_dir`` (official layouts). Same arguments, same bytes.
+
+    image_size: an int is the mean side of square images (each jittered by 0.875-1.25x); a
+    (width, height) pair makes every image exactly that size, as a camera does (ISIC-like JPEGs
+    of 1024x768 or 3000x2000 for decode benchmarks)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     w = Writer(out_dir, seed, scale, image_size)
     counts = {name: WRITERS[name](w) for name in (datasets or list(WRITERS))}
     manifest = {"generator": "dermbench DermSynth", "version": VERSION, "seed": seed, "scale": scale,
-                "image_size": image_size, "counts": counts}
+                "image_size": list(image_size) if isinstance(image_size, tuple) else image_size, "counts": counts}
     (out_dir / "DERMSYNTH.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
 
