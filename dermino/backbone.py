@@ -39,8 +39,10 @@ def build(weights=None, meta=META):
     from baselines._timm import build_timm_backbone
     from dermino.release import convert_release_checkpoint
 
-    return build_timm_backbone(meta, "vit_base_patch14_dinov2", weights, convert=convert_release_checkpoint,
-                               img_size=224, init_values=1e-5)
+    def convert(obj):  # DermINO at 224 px: a 16 x 16 patch grid
+        return convert_release_checkpoint(obj, grid=(16, 16))
+
+    return build_timm_backbone(meta, "vit_base_patch14_dinov2", weights, convert=convert, img_size=224, init_values=1e-5)
 
 
 # --- dermino-tiny ---------------------------------------------------------------------------

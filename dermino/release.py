@@ -14,8 +14,12 @@ HEAD_PREFIXES = ("dino_head.", "ibot_head.")
 TRAINING_ONLY = ("mask_token",)
 
 
-def convert_release_checkpoint(obj: dict) -> dict:
-    """Release checkpoint (or a bare DINOv2 backbone state dict) -> timm state dict."""
+def convert_release_checkpoint(obj: dict, grid: tuple[int, int] | None = None) -> dict:
+    """Release checkpoint (or a bare DINOv2 backbone state dict) -> timm state dict.
+
+    ``grid``: the patch grid of the model it goes into (16 x 16 for DermINO at 224 px); a file trained at
+    another crop size has its position embeddings resampled as DINOv2 does at run time. None keeps the
+    file's own grid (exports of smaller models, pretraining's own resizing)."""
     state = obj["teacher"] if isinstance(obj, dict) and "teacher" in obj else obj
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
@@ -29,11 +33,11 @@ def convert_release_checkpoint(obj: dict) -> dict:
             continue
         k = re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k)  # chunked blocks -> flat
         out[k] = value
-    if "pos_embed" in out and out["pos_embed"].shape[1] != 1 + 16 * 16:
+    if grid is not None and "pos_embed" in out and out["pos_embed"].shape[1] != 1 + grid[0] * grid[1]:
         # trained at another crop size: resample as DINOv2 does at run time (not timm's resample)
         from baselines.dinov2 import interpolate_pos_embed_like_dinov2
 
-        out["pos_embed"] = interpolate_pos_embed_like_dinov2(out["pos_embed"], (16, 16))
+        out["pos_embed"] = interpolate_pos_embed_like_dinov2(out["pos_embed"], tuple(grid))
     return out
 
 

@@ -36,7 +36,10 @@ def _copy(synth: Path, tmp_path: Path, *folders: str) -> Path:
 
 
 def _results(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*.json") if not p.name.startswith("_")) if path.exists() else []
+    """Result JSONs (not the run's bookkeeping under _jobs/, _splits/, _bootstrap/)."""
+    if not path.exists():
+        return []
+    return sorted(p for p in path.rglob("*.json") if not any(part.startswith("_") for part in p.relative_to(path).parts))
 
 
 def _run(args: list[str]):

@@ -123,6 +123,9 @@ def fairness(
 ) -> None:
     """Per-subgroup metrics (Fitzpatrick skin type, sex, ...) with bootstrap CIs and the largest gap."""
     if threshold is not None:  # fairness at an operating point: dermbench.cli.calibration
+        if any(v is not None for v in (seed, split_seed, n_boot, split, set_, key)):
+            fail("--threshold reads the default result of each cell; it does not take --seed, --split-seed, --n-boot, "
+                 "--split, --set or --key yet: drop them, or keep only the wanted results in the folder")
         from dermbench.cli.calibration import operating_point_command
 
         return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)

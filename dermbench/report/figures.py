@@ -218,16 +218,7 @@ def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float]
             if k % cols == 0:
                 ax.set_ylabel(axis_label(metric_title))
             ax.grid(linewidth=0.3, color="#cccccc")
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        order = sorted(range(len(labels)), key=lambda i: list(models).index(labels[i]))
-        if handles:
-            fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper right", frameon=False,
-                       ncols=min(len(labels), 5))
+        figure_legend(fig, order=list(models))
         fig.suptitle(title, x=0.02, ha="left")
         fig.tight_layout(rect=(0, 0, 1, 0.93))
         return _render(fig, title)
@@ -337,3 +328,18 @@ def embedding_svg(title: str, coords, panels: Sequence[tuple[str, Sequence[str]]
         return _render(fig, title)
 
     return _with_rc(draw)
+
+
+def figure_legend(fig, order=None) -> None:
+    """One legend for a figure of panels: each label once (panels repeat the same models), in ``order``."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if not handles:
+        return
+    idx = sorted(range(len(labels)), key=lambda i: order.index(labels[i])) if order else range(len(labels))
+    fig.legend([handles[i] for i in idx], [labels[i] for i in idx], loc="upper right", frameon=False,
+               ncols=min(len(labels), 5))

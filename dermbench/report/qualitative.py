@@ -22,7 +22,7 @@ SEG_PROTOCOLS = ("seg-upernet", "seg-linear")
 
 
 def _masks_index(record: dict) -> Optional[pd.DataFrame]:
-    folder = Path(record["_path"]).parent / f"{record['protocol']}.artifacts" / "masks"
+    folder = Path(record["_path"]).with_suffix(".artifacts") / "masks"  # <protocol>@<key>.artifacts
     index = folder / "index.csv"
     if not index.is_file():
         return None

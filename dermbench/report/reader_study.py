@@ -167,12 +167,14 @@ def score_readings(readings: pd.DataFrame, path: Path, data_root: Path) -> tuple
 # The model's answers from the results store
 # ---------------------------------------------------------------------------------------------
 def _record(results_dir: Path, model: str, task: str, protocol: str) -> Optional[dict]:
-    path = Path(results_dir) / model / task / f"{protocol}.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    record["_path"] = str(path)
-    return record
+    """The result the leaderboard shows for this cell (the paper's defaults, by the selection rule of
+    :func:`dermbench.run.identity.select_results`); None when the store has none."""
+    from dermbench.run.identity import select_results
+
+    records = [r for r in iter_results(results_dir)
+               if r.get("model") == model and r.get("task") == task and r.get("protocol") == protocol]
+    picked = select_results(records).get((model, task, protocol))
+    return picked.record if picked is not None else None
 
 
 def model_answers(results_dir: Path, model: str, datasets: Sequence[str]) -> pd.Series:

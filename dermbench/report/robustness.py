@@ -130,7 +130,7 @@ def build_robustness(results_dir: Path, records: Sequence[dict]) -> Optional[Sec
 
 def robustness_svg(records: Sequence[dict], metric: str = ROBUSTNESS_METRIC) -> bytes:
     """One panel per (task, corruption): the metric against severity (0 = clean) with CI bands, one line per model."""
-    from dermbench.report.figures import _figure, _render, _with_rc, colour
+    from dermbench.report.figures import _figure, _render, _with_rc, colour, figure_legend
 
     models = sorted({r["model"] for r in records})
     panels: dict[tuple[str, str], dict[str, list]] = {}
@@ -163,14 +163,7 @@ def robustness_svg(records: Sequence[dict], metric: str = ROBUSTNESS_METRIC) -> 
             if k % cols == 0:
                 ax.set_ylabel(f"{metric.upper()} (%)")
             ax.grid(linewidth=0.3, color="#cccccc")
-        handles, labels = [], []
-        for ax in fig.axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        if handles:
-            fig.legend(handles, labels, loc="upper right", frameon=False, ncols=min(len(labels), 5))
+        figure_legend(fig)
         title = f"Robustness: {metric.upper()} against corruption severity"
         fig.suptitle(title, x=0.02, ha="left")
         fig.tight_layout(rect=(0, 0, 1, 0.95))

@@ -94,10 +94,15 @@ class TaskCache:
     def data_sha256(self, card: TaskCard) -> str:
         """Hash of the task's samples and image contents (part of every result's key)."""
         if card.name not in self._hashes:
-            from dermbench.features.cache import _HASHES
+            from dermbench.features import ImageHashes
             from dermbench.run.identity import data_sha256
 
-            self._hashes[card.name] = data_sha256(self.data(card).samples, _HASHES)
+            # content hashes remembered on disk by (path, size, mtime), shared with the feature cache, so
+            # a large dataset is read in full once, not on every run
+            samples = self.data(card).samples
+            paths = [s.image for s in samples] + [s.mask for s in samples if s.mask is not None]
+            known = dict(zip(map(str, paths), ImageHashes(cache_dir() / "image-hashes").many(paths, threads=4)))
+            self._hashes[card.name] = data_sha256(samples, lambda path: known[str(path)])
         return self._hashes[card.name]
 
     def data(self, card: TaskCard) -> TaskData:

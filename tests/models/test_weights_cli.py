@@ -101,6 +101,6 @@ def test_run_on_ddi_with_a_release_file(release, tmp_path):
     assert res.exit_code == 0, res.output
     from dermbench.io import sha256_file
 
-    stored = list((tmp_path / "results").glob("*/ddi/retrieval.json"))
+    stored = list((tmp_path / "results").glob("*/ddi/retrieval@*.json"))
     assert len(stored) == 1
     assert sha256_file(path) in stored[0].read_text()  # the weights' hash travels with the result

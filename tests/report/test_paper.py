@@ -50,8 +50,8 @@ def _truth(store: Path) -> dict[tuple[str, str], str]:
     """Ground truth straight from the stored predictions (label index -> the record's class names)."""
     truth = {}
     for task in ("mpl5", "sid2"):
-        record = json.loads((store / "random-vit" / task / "linear.json").read_text())
-        pred = pd.read_csv(store / "random-vit" / task / "linear.predictions.csv", dtype={"sample_id": str})
+        record = json.loads(next((store / "random-vit" / task).glob("linear@*.json")).read_text())
+        pred = pd.read_csv(next((store / "random-vit" / task).glob("linear@*.predictions.csv")), dtype={"sample_id": str})
         truth.update({(task, s): record["classes"][int(y)] for s, y in zip(pred["sample_id"], pred["label"])})
     return truth
 
@@ -86,8 +86,8 @@ def test_reader_study_numbers_match_a_recount_of_the_csv(store, simulated):
     assert summary["mixed_effects"]["readers"] == 23 and summary["mixed_effects"]["reader_sd"] >= 0
     assert set(summary["label_efficiency_accuracy"]["random-vit"]) == {"0.5", "1.0"}
     # the model's answers are its linear predictions on the same images
-    classes = json.loads((store / "random-vit" / "mpl5" / "linear.json").read_text())["classes"]
-    pred = pd.read_csv(store / "random-vit" / "mpl5" / "linear.predictions.csv", dtype={"sample_id": str})
+    classes = json.loads(next((store / "random-vit" / "mpl5").glob("linear@*.json")).read_text())["classes"]
+    pred = pd.read_csv(next((store / "random-vit" / "mpl5").glob("linear@*.predictions.csv")), dtype={"sample_id": str})
     answers = model_answers(store, "random-vit", ["mpl5"])
     assert [answers.loc[("mpl5", sid)] for sid in pred["sample_id"]] == [classes[int(p)] for p in pred["pred"]]
     assert "## Multi-reader multi-case analysis" in printed and "Clopper–Pearson" in printed
@@ -116,7 +116,7 @@ def _write(path: Path, text: str) -> Path:
     ("reader,experience,image,dataset,round,answer\nR1,x,{img},mpl5,without-ai,\n", r"row 2, column 'answer': empty value"),
 ])
 def test_bad_readings_files_are_named_with_row_and_column(store, tmp_path, body, expected):
-    image = pd.read_csv(store / "random-vit" / "mpl5" / "linear.predictions.csv", dtype={"sample_id": str})["sample_id"][0]
+    image = pd.read_csv(next((store / "random-vit" / "mpl5").glob("linear@*.predictions.csv")), dtype={"sample_id": str})["sample_id"][0]
     path = _write(tmp_path / "bad.csv", body.format(img=image))
     res = runner.invoke(app, ["reader-study", "--readings", str(path), "--results", str(store)])
     assert res.exit_code == 2

@@ -19,7 +19,7 @@ from dermbench.io import build_folder_once
 from dermbench.data.synth.render import LesionStyle, jitter_style, render
 from dermbench.data.synth.styles import ACNE_COUNTS, CLASS_ENTITY, ENTITIES
 
-VERSION = 1
+VERSION = 2  # 2: ACNE04 folds hold every grade in their test part
 SEXES = ("female", "male")
 SITES = ("face", "trunk", "upper extremity", "lower extremity", "scalp", "back")
 
@@ -227,10 +227,15 @@ def write_acne04(w: Writer) -> dict:
             files.append((name, grade, int(rng.integers(lo, hi + 1))))
     rng = w.rng("acne-folds")
     for fold in range(5):
-        order = rng.permutation(len(files))
-        n_test = len(files) // 5
-        test = sorted(order[:n_test])
-        trainval = sorted(order[n_test:])
+        # each fold's test part holds a fifth of every grade (at least one), so an official-split run has
+        # every class on both sides at any DermSynth scale
+        test = []
+        for grade in sorted({g for _, g, _ in files}):
+            members = [j for j, (_, g, _) in enumerate(files) if g == grade]
+            order = rng.permutation(len(members))
+            test += [members[i] for i in order[: max(1, len(members) // 5)]]
+        test = sorted(test)
+        trainval = sorted(set(range(len(files))) - set(test))
         (root / f"NNEW_test_{fold}.txt").write_text("".join(f"{files[j][0]}  {files[j][1]}  {files[j][2]}\n" for j in test))
         (root / f"NNEW_trainval_{fold}.txt").write_text("".join(f"{files[j][0]}  {files[j][1]}  {files[j][2]}\n" for j in trainval))
     names = ["mild", "moderate", "severe", "very severe"]
