@@ -85,14 +85,18 @@ def resolve_weights(meta: BackboneMeta, weights: Optional[str]) -> Union[Path, s
         return found
     local = weights_folder(meta) / Path(meta.weights_filename or "weights.pth").name
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+    failed = ""
     if meta.hub_id and meta.weights_filename and not offline:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(meta.hub_id, meta.weights_filename))
+        try:
+            return Path(hf_hub_download(meta.hub_id, meta.weights_filename))
+        except Exception as exc:  # no network, no such repo, gated: say what to do instead of a hub traceback
+            failed = f" (downloading {meta.hub_id}/{meta.weights_filename} failed: {type(exc).__name__})"
     where = f"the Hugging Face hub ({meta.hub_id}, file {meta.weights_filename}) or " if meta.hub_id else ""
     others = [n for n in expected_files(meta)[1:]]
     raise WeightsError(
-        f"no weights for {meta.key}. The release lives at: {meta.weights_source}. Put the file "
+        f"no weights for {meta.key}{failed}. The release lives at: {meta.weights_source}. Put the file "
         f"{meta.weights_filename or '(the released checkpoint)'}"
         + (f" (or {', '.join(others)})" if others else "")
         + f" at {local.parent}/, or pass --weights PATH, or set {env_variable(meta)}=PATH"

@@ -104,3 +104,21 @@ def test_run_on_ddi_with_a_release_file(release, tmp_path):
     stored = list((tmp_path / "results").glob("*/ddi/retrieval@*.json"))
     assert len(stored) == 1
     assert sha256_file(path) in stored[0].read_text()  # the weights' hash travels with the result
+
+
+def test_a_failed_hub_download_is_the_clear_missing_weights_error(monkeypatch, tmp_path):
+    """Online but unreachable (no network, gated repo): the same one-line error as offline, naming the
+    download that failed, never the hub's traceback. Nothing is fetched: the download is replaced."""
+    import huggingface_hub
+
+    from dermbench.models import registry
+    from dermbench.models.weights import WeightsError, resolve_weights
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    meta = registry.get("dinov2").meta
+    with pytest.raises(WeightsError, match=r"no weights for dinov2 \(downloading .* failed: OSError\).*--weights random"):
+        resolve_weights(meta, None)
