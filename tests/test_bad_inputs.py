@@ -292,3 +292,29 @@ def test_sites_match_classes_by_their_canonical_names(tmp_path):
         path.write_text(json.dumps(info))
         sidecars.append(path)
     assert check_sites(sidecars)["classes"] == ["nevus", "melanoma"]
+
+
+# --------------------------------------------------------------------------------------------
+# Options and settings refused before any work (nothing is built, nothing is written)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,message", [
+    (["--set", "lineer.epochs=1"], "unknown protocol 'lineer'"),
+    (["--set", "linear.epochs=0"], "linear.epochs=0: must be at least 1"),
+    (["--set", "linear.epochs=-5"], "linear.epochs=-5: must be at least 1"),
+    (["--set", "linear.epoch=5"], "has no setting 'epoch'"),
+    (["--set", "linear.lr=0"], "a learning rate must be greater than 0"),
+    (["--n-boot", "0"], "--n-boot 0"),
+    (["--synth-scale", "0"], "--synth-scale 0"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, args, message):
+    out = tmp_path / "results"
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--output", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_an_unknown_leaderboard_format_is_a_one_line_error(tmp_path):
+    (tmp_path / "r").mkdir()
+    res = runner.invoke(app, ["leaderboard", "--results", str(tmp_path / "r"), "--format", "xlsx", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "'xlsx'" in res.output and "Traceback" not in res.output, res.output
