@@ -243,7 +243,7 @@ class FeatureCache:
                         for (c, r) in [k for k in held if k[0] == plan.chunk]:
                             claim, writer = held.pop((c, r))
                             writer.commit()
-                            stores[r].folder.release(writer.key, claim)
+                            ShardFolder.release(claim)
                             self.stats["computed"] += len(writer.shas)
                             committed += 1
                     if time.monotonic() - beat > HEARTBEAT_S:
@@ -254,7 +254,7 @@ class FeatureCache:
             bar.close()
             for (c, r), (claim, writer) in held.items():  # interrupted: nothing half-written stays claimed
                 writer.discard()
-                stores[r].folder.release(writer.key, claim)
+                ShardFolder.release(claim)
         return committed
 
 

@@ -9,13 +9,9 @@ whole: a killed writer leaves no torn shard, only temporary files that the next 
 Readers memory-map the arrays (``np.load(mmap_mode="r")``) and copy out only the rows they need.
 
 Concurrent writers (several processes on one machine, or on several machines over NFS/Lustre)
-coordinate by claim files, without ``flock`` (unreliable on network filesystems): a writer claims a
-shard by creating ``claims/<key>.<generation>`` with ``O_CREAT | O_EXCL`` (atomic on POSIX
-filesystems and NFSv3+), writing its host, pid and time into it, and refreshing its mtime while it
-works. A claim is stale when its heartbeat is older than ``stale_after`` seconds, or when it was made
-on this host by a process that no longer exists; a stale claim of generation g is taken over by
-creating generation g+1, again with ``O_EXCL``, so two writers that both see it stale cannot both
-win, and no writer can take over a claim that is alive. Shard keys are derived from the images a
+coordinate by claim files (:mod:`dermbench.claims`, the same as the run's jobs: no ``flock``, only
+``link`` and ``rename``, atomic on NFS): a writer claims a shard before computing it and refreshes the
+claim while it works; a claim whose holder died or stopped refreshing it is taken over. Shard keys are derived from the images a
 shard holds, so two writers that plan the same work choose the same keys and one computes it while
 the other waits; if both compute it anyway (a claim judged stale too early), both commit the same
 rows under the same names, which is harmless.
@@ -32,6 +28,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from dermbench import claims
 
 INDEX_SUFFIX = ".index.json"
 CLAIMS = "claims"
@@ -157,79 +155,29 @@ class ShardFolder:
                 dst[positions[order]] = src[rows[order]]
         return out or []
 
-    # -- claims ----------------------------------------------------------------------------
-    def _claims(self, key: str) -> list[tuple[int, Path]]:
-        folder = self.folder / CLAIMS
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        out = []
-        for n in names:
-            stem, _, gen = n.rpartition(".")
-            if stem == key and gen.isdigit():
-                out.append((int(gen), folder / n))
-        return sorted(out)
-
-    def _alive(self, claim: Path) -> bool:
-        try:
-            st = claim.stat()
-            info = json.loads(claim.read_text() or "{}")
-        except FileNotFoundError:
-            return False
-        except (OSError, ValueError):
-            info = {}  # being written this instant, or damaged: judged by its mtime alone
-            st = claim.stat()
-        if time.time() - st.st_mtime > self.stale_after:
-            return False
-        if info.get("host") == HOST and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
-            return False
-        return True
-
-    def claim(self, key: str) -> Optional[Path]:
-        """Claim shard ``key``: the claim file, or None when a live writer holds it or it is committed."""
-        (self.folder / CLAIMS).mkdir(parents=True, exist_ok=True)
-        claims = self._claims(key)
-        if claims and self._alive(claims[-1][1]):
+    # -- claims (dermbench.claims: the same NFS-safe claim files as the run's jobs) ----------
+    def claim(self, key: str) -> Optional[claims.Claim]:
+        """Claim shard ``key``: the claim, or None when a live writer holds it or it is committed."""
+        claim = claims.try_claim(self.folder / CLAIMS, key, stale_after=self.stale_after)
+        if claim is not None and (self.folder / f"{key}{INDEX_SUFFIX}").exists():  # committed meanwhile
+            claims.release(claim)
             return None
-        generation = claims[-1][0] + 1 if claims else 0
-        path = self.folder / CLAIMS / f"{key}.{generation}"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return None  # another writer won this generation
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": HOST, "pid": os.getpid(), "time": time.time()}, f)
-        if (self.folder / f"{key}{INDEX_SUFFIX}").exists():  # committed while we were claiming
-            self.release(key, path)
-            return None
-        return path
+        return claim
 
     @staticmethod
-    def heartbeat(claim: Path) -> None:
+    def heartbeat(claim: claims.Claim) -> None:
         try:
-            os.utime(claim)
-        except FileNotFoundError:
+            os.utime(claim.path)
+        except FileNotFoundError:  # taken over as stale: the other writer commits the same rows
             pass
 
-    def release(self, key: str, claim: Path) -> None:
-        """Drop our claim and the stale generations below it."""
-        for gen, path in self._claims(key):
-            if path == claim or gen < int(claim.name.rpartition(".")[2]):
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+    @staticmethod
+    def release(claim: claims.Claim) -> None:
+        claims.release(claim)
 
     def live_claims(self) -> list[str]:
-        """Keys of shards that other live writers are computing now."""
-        folder = self.folder / CLAIMS
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        keys = {n.rpartition(".")[0] for n in names if n.rpartition(".")[2].isdigit()}
-        return sorted(k for k in keys if (c := self._claims(k)) and self._alive(c[-1][1]))
+        """Keys of shards that live writers are computing now."""
+        return sorted(claims.live_claims(self.folder / CLAIMS, stale_after=self.stale_after))
 
     def sweep(self, other_hosts_after: float = 86400.0) -> None:
         """Remove temporaries that killed writers left behind: those of this host's processes that are
@@ -246,7 +194,7 @@ class ShardFolder:
             p = self.folder / n
             try:
                 if head.endswith("." + HOST) and pid.isdigit():
-                    if _pid_alive(int(pid)):
+                    if claims.pid_alive(int(pid)):
                         continue
                 elif now - p.stat().st_mtime < other_hosts_after:
                     continue
@@ -254,12 +202,3 @@ class ShardFolder:
             except FileNotFoundError:
                 pass
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

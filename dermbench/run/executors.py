@@ -1,6 +1,6 @@
 """Executors: who runs the jobs of a plan. All of them hand the same :class:`~dermbench.run.plan.Job`
 records to the same worker (:func:`dermbench.run.runner.run_jobs`), so they resume and write the same
-results store; claims (:mod:`dermbench.run.claims`) keep two workers off the same job.
+results store; claims (:mod:`dermbench.claims`) keep two workers off the same job.
 
 - :class:`LocalExecutor`: every job, in order, in this process (``dermbench run``'s default).
 - :class:`ShardExecutor`: the K-th of N slices of the plan (``--shard K/N``, or ``--shard auto`` from

@@ -11,7 +11,7 @@ cluster runs the first kind on GPU nodes and the second on CPU nodes; the local 
 Job bookkeeping lives beside the results, in ``<results>/_jobs/``::
 
     plans/<sha12>.json       every plan run on this folder (what `dermbench status` reports on)
-    claims/<job>.claim       who computes a job right now (dermbench.run.claims)
+    claims/<job>.claim       who computes a job right now (dermbench.claims)
     done/<job>.json          a features job finished (protocol jobs are done when their result is)
     failed/<job>.json        the last failure of a job: message, host, time, log paths
     logs/<job>.log           every line a job logged, one file per job, appended per attempt
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from dermbench.io import atomic_write_json, sha256_file
-from dermbench.run import claims as claims_mod
+from dermbench import claims as claims_mod
 from dermbench.run.results import is_finished
 
 STAGES = ("features", "protocol")

@@ -28,7 +28,7 @@ from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import atomic_write_json, ensure_folder
 from dermbench.protocols import get_protocol
 from dermbench.protocols.base import RunContext
-from dermbench.run import claims
+from dermbench import claims
 from dermbench.run.identity import result_identity, result_key
 from dermbench.run.plan import (Job, Outcome, claims_dir, clear_failure, default_results_dir, done_marker,  # noqa: F401
                                 failure_record, is_done, log_path, model_label, plan, runnable, save_plan,

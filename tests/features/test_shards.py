@@ -137,23 +137,40 @@ def test_two_concurrent_writers_share_the_work(tmp_path, backbone):
 
 
 def test_claims_and_stale_recovery(tmp_path):
+    """Shards are claimed through dermbench.claims (the run's NFS-safe claim files)."""
+    from dermbench import claims
+
     folder = ShardFolder(tmp_path / "f", stale_after=60)
     mine = folder.claim("k")
-    assert mine is not None and mine.name == "k.0"
+    assert mine is not None and mine.path.name == "k.claim"
     assert folder.claim("k") is None  # held by a live process (this one)
     assert folder.live_claims() == ["k"]
-    # a claim from a process of this host that has exited is stale: taken over at the next generation
+
+    def write_holder(host, pid):
+        mine.path.write_text(json.dumps({"host": host, "pid": pid, "time": 0, "token": "old", "slurm_job": None}))
+
+    # a claim from a process of this host that has exited is stale: taken over
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    mine.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid, "time": 0}))
+    write_holder(__import__("socket").gethostname(), dead.pid)
     taken = folder.claim("k")
-    assert taken is not None and taken.name == "k.1"
+    assert taken is not None and claims.holds(taken)
     # a claim from another host is judged by its heartbeat alone
-    taken.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
+    mine = taken
+    write_holder("elsewhere", 1)
     assert folder.claim("k") is None
     old = time.time() - 120
-    os.utime(taken, (old, old))
+    os.utime(taken.path, (old, old))
     again = folder.claim("k")
-    assert again is not None and again.name == "k.2"
-    folder.release("k", again)  # releases the stale generations below it too
-    assert os.listdir(tmp_path / "f" / "claims") == []
+    assert again is not None and claims.holds(again)
+    folder.release(taken)  # no longer ours: must not remove the new holder's claim
+    assert folder.live_claims() == ["k"]
+    folder.release(again)
+    assert [n for n in os.listdir(tmp_path / "f" / "claims") if not n.startswith(".")] == []
+
+
+def test_a_committed_shard_is_not_claimed(tmp_path):
+    folder = ShardFolder(tmp_path / "f")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / f"k{INDEX_SUFFIX}").write_text("{}")
+    assert folder.claim("k") is None and folder.live_claims() == []

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dermbench.cli import app
-from dermbench.run import claims
+from dermbench import claims
 from dermbench.run.executors import Shard, parse_shard, select_shard, shard_device
 from dermbench.run.plan import Job, job_states, plan, save_plan
 from dermbench.run.runner import RunSettings

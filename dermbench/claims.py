@@ -1,6 +1,8 @@
-"""Claim files: a worker claims a job before computing it, so two workers never compute the same job.
+"""Claim files: a worker claims a piece of work (a run job, a feature shard) before computing it, so two
+workers never compute the same piece. The run plan (:mod:`dermbench.run`) claims jobs and the feature
+cache (:mod:`dermbench.features.shards`) claims shards, both through this one module.
 
-A claim is a small JSON file ``<claims>/<job id>.claim`` naming its holder (host, pid, Slurm job,
+A claim is a small JSON file ``<claims>/<name>.claim`` naming its holder (host, pid, Slurm job,
 time). It must be safe on NFS, where ``flock``/``fcntl`` locks are unreliable or missing, so only
 operations that are atomic on NFS are used:
 
@@ -82,7 +84,7 @@ def read_claim(path: Path) -> Optional[tuple[Holder, float]]:
 
 
 def is_stale(holder: Holder, heartbeat: float, stale_after: float = STALE_AFTER_S) -> bool:
-    if holder.host == socket.gethostname() and not _alive(holder.pid):
+    if holder.host == socket.gethostname() and not pid_alive(holder.pid):
         return True
     return time.time() - heartbeat > stale_after
 
@@ -189,7 +191,8 @@ def _move_aside_if(path: Path, token: str) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
