@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, error_text, fail
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail
 
 
 def _results_or_fail(results: Optional[Path]) -> Path:
@@ -19,7 +19,7 @@ def _results_or_fail(results: Optional[Path]) -> Path:
 
 @app.command()
 def paper(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     out: Path = typer.Option(..., "--out", help="Folder to write the paper's tables and figures to (index.html inside)."),
     readings: Optional[Path] = typer.Option(None, "--readings", help="Reader-study CSV; default on DermSynth: its simulated study."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model compared with the readers (default: best linear AUROC on the study tasks)."),

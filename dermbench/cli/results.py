@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, fail
+from dermbench.cli.common import RESULTS_HELP, default_results, fail
 
 results_app = typer.Typer(help="The results store: list what it holds, migrate the layout before result keys.",
                           no_args_is_help=True)
@@ -23,7 +23,7 @@ def _folder(results: Optional[Path]) -> Path:
 
 @results_app.command("list")
 def results_list(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
 ) -> None:
     """One line per stored result: model · task · protocol, its key, the main metric, and the settings
     in which the results of the same (model, task, protocol) differ."""
@@ -53,7 +53,7 @@ def results_list(
 
 @results_app.command("migrate")
 def results_migrate(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be renamed."),
 ) -> None:
     """Rename results of the layout before keys (<protocol>.json) to <protocol>@<key12>.json, adding their
