@@ -218,3 +218,23 @@ def test_every_json_output_has_the_one_shape(json_cases):
             assert isinstance(doc["items"], list) and doc["items"], (path, args)
             assert isinstance(doc["warnings"], list) and all(isinstance(w, str) for w in doc["warnings"])
             assert all(isinstance(item, dict) for item in doc["items"]), (path, args)
+
+
+# --------------------------------------------------------------------------------------------
+# README: the backbone count and the conventions it documents
+# --------------------------------------------------------------------------------------------
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_counts_the_registered_backbones_and_documents_the_conventions():
+    from dermbench.models import registry
+
+    shipped = [k for k in registry.available() if registry.get(k).source.split(".")[0] in ("dermbench", "dermino", "baselines")]
+    text = README.read_text()
+    assert f"the {len(shipped)} registered backbones" in text and f"shows {len(shipped)} keys" in text
+    release = [k for k in shipped if k not in ("dermino-tiny", "random-vit")]
+    assert f"{len(release)} keys, since" in text
+    assert '"command": "list models", "items": [' in text and '"warnings": []}' in text
+    for flag in ("--results DIR", "--out PATH", "`--device`", "`--json`", "--result-path"):
+        assert flag in text, flag
+    assert "--output /" not in text and " -o " not in text  # README examples name results folders --results
