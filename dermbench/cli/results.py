@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import RESULTS_HELP, default_results, fail
+from dermbench.cli.common import JSON_HELP, RESULTS_HELP, default_results, echo_json, fail
 
 results_app = typer.Typer(help="The results store: list what it holds, migrate the layout before result keys.",
                           no_args_is_help=True)
@@ -24,6 +24,7 @@ def _folder(results: Optional[Path]) -> Path:
 @results_app.command("list")
 def results_list(
     results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item per stored result."),
 ) -> None:
     """One line per stored result: model · task · protocol, its key, the main metric, and the settings
     in which the results of the same (model, task, protocol) differ."""
@@ -32,21 +33,30 @@ def results_list(
 
     folder = _folder(results)
     records = list(iter_results(folder))
-    if not records:
+    if not records and not as_json:
         typer.echo(f"no results under {folder}")
         return
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((str(r["model"]), str(r["task"]), str(r["protocol"])), []).append(r)
+    items = []
     for cell, rows in sorted(groups.items()):
         differs = differing_settings(rows) if len(rows) > 1 else []
         for r in rows:
             main = r.get("main_metric") if r.get("main_metric") in (r.get("metrics") or {}) else next(iter(r.get("metrics") or {}), None)
             value = (r.get("metrics") or {}).get(main, {}).get("value") if main else None
+            if as_json:
+                items.append({"model": cell[0], "task": cell[1], "protocol": cell[2], "key": key_of(r),
+                              "main_metric": main, "value": value, "differs": describe(r, differs) if differs else "",
+                              "legacy_layout": bool(r.get("legacy_layout")), "path": str(r.get("_path", ""))})
+                continue
             shown = f"{main} {100 * value:.2f}" if isinstance(value, (int, float)) else "no metric"
             extra = f"  [{describe(r, differs)}]" if differs else ""
             legacy = "  (layout before keys: `dermbench results migrate`)" if r.get("legacy_layout") else ""
             typer.echo(f"{' · '.join(cell)}  {key_of(r)[:12]}  {shown}{extra}{legacy}")
+    if as_json:
+        echo_json("results list", items)
+        return
     typer.echo(f"{len(records)} result(s) in {folder}; {sum(len(v) > 1 for v in groups.values())} "
                f"(model, task, protocol) with several results", err=True)
 

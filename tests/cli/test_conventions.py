@@ -184,21 +184,20 @@ def test_list_without_an_argument_shows_its_choices():
 
 @pytest.fixture
 def json_cases(tmp_path) -> dict[str, list[list[str]]]:
-    """Arguments of each command with --json, run on small real inputs: a recorded plan, a weights file."""
-    from dermbench.run.plan import plan, save_plan
-    from dermbench.run.runner import RunSettings
+    """Arguments of each command with --json, run on small real inputs: a run's results folder, a weights file."""
     from tests.models.release_files import write_release_file, zeros_like_meta
     from dermbench.models.weights_check import architecture_module
 
-    results = tmp_path / "results"
-    jobs = plan(RunSettings(models=["random-vit"], tasks="ddi", protocols=["retrieval"], n_boot=100, synth_scale=0.25))
-    save_plan(results, {}, jobs)
+    results = tmp_path / "results"  # a real (small) run: its plan for status, its result for results list
+    res = runner.invoke(app, ["run", *PLAN, "--results", str(results), "--quiet"])
+    assert res.exit_code == 0, res.output
     module, _, _ = architecture_module("lvmmed")
     weights = write_release_file("lvmmed", zeros_like_meta(module.state_dict()), tmp_path)
     return {
         "list": [[], ["models"], ["tasks"], ["protocols"]],
         "plan": [[*PLAN, "--results", str(results)]],
         "status": [["--results", str(results)]],
+        "results list": [["--results", str(results)]],
         "weights check": [["--model", "lvmmed", str(weights)]],
         "weights where": [["--model", "dinov2"]],
     }
