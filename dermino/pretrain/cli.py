@@ -56,12 +56,15 @@ def build_config(preset: str = "tiny", **options):
     return cfg
 
 
-def _pretrain_device(choice: str) -> str:
-    """``--device`` checked on this machine; the choice itself (``auto`` included) goes to the config, since each
-    torchrun process picks its own GPU from LOCAL_RANK (:func:`dermino.pretrain.train.init_distributed`)."""
+def _pretrain_device(choice: str, check_hardware: bool = True) -> str:
+    """``--device`` checked on this machine (only its name for ``--print-config``, which imports no torch); the
+    choice itself (``auto`` included) goes to the config, since each torchrun process picks its own GPU from
+    LOCAL_RANK (:func:`dermino.pretrain.train.init_distributed`)."""
     from dermbench.cli.common import device_option, fail
 
-    resolved = device_option(choice)
+    resolved = device_option(choice, on_this_machine=check_hardware)
+    if resolved == "auto":
+        return "auto"
     if resolved not in ("cpu", "cuda"):
         fail(f"--device {choice}: pretraining runs on CUDA (one GPU per torchrun process, chosen by LOCAL_RANK; "
              f"pick GPUs with CUDA_VISIBLE_DEVICES) or on the CPU: use --device auto, cuda or cpu")
@@ -120,7 +123,6 @@ def pretrain(
     from dermbench.cli.common import merge_alias
 
     out = merge_alias(out, old_out, "--out", old_name="--output/-o")
-    device = _pretrain_device(device)
     if export_from is not None:
         from dermino.pretrain.train import export_checkpoint
 
@@ -128,6 +130,7 @@ def pretrain(
         for kind, path in written.items():
             typer.echo(f"{kind}: {path}")
         return
+    device = _pretrain_device(device, check_hardware=not print_config)
     try:
         cfg = build_config(
             preset, data_root=data_root, synth=synth, images=list(images) or None, labelled_tasks=labelled_tasks,
