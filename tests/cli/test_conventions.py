@@ -45,6 +45,14 @@ def test_every_option_and_argument_has_help():
     assert not missing, "parameters without help text: " + "; ".join(missing)
 
 
+def test_every_command_takes_h_and_the_root_its_version():
+    for path in _commands():
+        res = runner.invoke(app, [*path.split(), "-h"])
+        assert res.exit_code == 0 and "Usage:" in res.output, (path, res.output)
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"dermbench {__version__}"
+
+
 def test_argument_help_is_shown():
     # typer 0.20 with click 8.5 dropped positional arguments' help (dermbench.cli._app keeps it)
     res = runner.invoke(app, ["list", "-h"])
