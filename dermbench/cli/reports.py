@@ -36,7 +36,7 @@ def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optio
 
 @app.command()
 def leaderboard(
-    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default: results/dermsynth if no data root is configured, else results/)."),
     fmt: str = typer.Option("md", "--format", help="md | csv | latex | html | all"),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the tables and figures to."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Recompute every metric from the stored predictions."),

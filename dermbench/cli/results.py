@@ -28,37 +28,52 @@ def results_list(
 ) -> None:
     """One line per stored result: model · task · protocol, its key, the main metric, and the settings
     in which the results of the same (model, task, protocol) differ."""
+    if as_json:  # the one --json shape; an empty store is an empty list
+        return echo_json("results list", _json_items(_folder(results)))
     from dermbench.run.identity import describe, differing_settings, key_of
     from dermbench.run.results import iter_results
 
     folder = _folder(results)
     records = list(iter_results(folder))
-    if not records and not as_json:
+    if not records:
         typer.echo(f"no results under {folder}")
         return
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((str(r["model"]), str(r["task"]), str(r["protocol"])), []).append(r)
-    items = []
     for cell, rows in sorted(groups.items()):
         differs = differing_settings(rows) if len(rows) > 1 else []
         for r in rows:
             main = r.get("main_metric") if r.get("main_metric") in (r.get("metrics") or {}) else next(iter(r.get("metrics") or {}), None)
             value = (r.get("metrics") or {}).get(main, {}).get("value") if main else None
-            if as_json:
-                items.append({"model": cell[0], "task": cell[1], "protocol": cell[2], "key": key_of(r),
-                              "main_metric": main, "value": value, "differs": describe(r, differs) if differs else "",
-                              "legacy_layout": bool(r.get("legacy_layout")), "path": str(r.get("_path", ""))})
-                continue
             shown = f"{main} {100 * value:.2f}" if isinstance(value, (int, float)) else "no metric"
             extra = f"  [{describe(r, differs)}]" if differs else ""
             legacy = "  (layout before keys: `dermbench results migrate`)" if r.get("legacy_layout") else ""
             typer.echo(f"{' · '.join(cell)}  {key_of(r)[:12]}  {shown}{extra}{legacy}")
-    if as_json:
-        echo_json("results list", items)
-        return
     typer.echo(f"{len(records)} result(s) in {folder}; {sum(len(v) > 1 for v in groups.values())} "
                f"(model, task, protocol) with several results", err=True)
+
+
+def _json_items(folder: Path) -> list[dict]:
+    """One item per stored result, in the order of the text listing; ``differs``: the settings in which the
+    results of the same (model, task, protocol) differ, as the text listing shows them."""
+    from dermbench.run.identity import describe, differing_settings, key_of
+    from dermbench.run.results import iter_results
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in iter_results(folder):
+        groups.setdefault((str(r["model"]), str(r["task"]), str(r["protocol"])), []).append(r)
+    items = []
+    for (model, task, protocol), rows in sorted(groups.items()):
+        differs = differing_settings(rows) if len(rows) > 1 else []
+        for r in rows:
+            metrics = r.get("metrics") or {}
+            main = r.get("main_metric") if r.get("main_metric") in metrics else next(iter(metrics), None)
+            items.append({"model": model, "task": task, "protocol": protocol, "key": key_of(r), "main_metric": main,
+                          "value": metrics.get(main, {}).get("value") if main else None,
+                          "differs": describe(r, differs) if differs else "", "legacy_layout": bool(r.get("legacy_layout")),
+                          "path": str(r.get("_path", ""))})
+    return items
 
 
 @results_app.command("migrate")
