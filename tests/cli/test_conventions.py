@@ -197,7 +197,7 @@ def json_cases(tmp_path) -> dict[str, list[list[str]]]:
     from dermbench.models.weights_check import architecture_module
 
     results = tmp_path / "results"  # a real (small) run: its plan for status, its result for results list
-    res = runner.invoke(app, ["run", *PLAN, "--results", str(results), "--quiet"])
+    res = runner.invoke(app, ["run", *PLAN, "--results", str(results), "--quiet", "--workers", "0"])
     assert res.exit_code == 0, res.output
     module, _, _ = architecture_module("lvmmed")
     weights = write_release_file("lvmmed", zeros_like_meta(module.state_dict()), tmp_path)
