@@ -19,7 +19,7 @@ runner = CliRunner()
 # commands that read or write a results folder, and the commands that run a model
 RESULTS_COMMANDS = ["run", "plan", "status", "leaderboard", "compare", "fairness", "results list", "results migrate",
                     "calibration", "skin-tone", "paper", "reader-study"]
-MODEL_COMMANDS = ["run", "federated export-client", "pretrain"]
+MODEL_COMMANDS = ["run", "federated export-client", "pretrain", "paper"]
 
 
 def _commands() -> dict[str, click.Command]:
