@@ -1,7 +1,6 @@
 """`dermbench list` and `dermbench run`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 

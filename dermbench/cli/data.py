@@ -1,7 +1,6 @@
 """`dermbench data synth|check`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 

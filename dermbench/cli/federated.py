@@ -1,7 +1,6 @@
 """`dermbench federated export-client|app`: a real multi-site federation."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
