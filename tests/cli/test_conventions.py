@@ -190,6 +190,18 @@ def test_list_without_an_argument_shows_its_choices():
     assert res.exit_code == 2 and "choose models, tasks, protocols" in res.output
 
 
+def test_list_without_an_argument_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom dermbench.cli import app\n"
+            "for args in (['list'], ['list', '--json'], ['list', 'protocols', '--json']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+            "assert 'torch' not in sys.modules, 'listing imported torch'\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
 @pytest.fixture
 def json_cases(tmp_path) -> dict[str, list[list[str]]]:
     """Arguments of each command with --json, run on small real inputs: a run's results folder, a weights file."""
