@@ -318,3 +318,42 @@ def test_an_unknown_leaderboard_format_is_a_one_line_error(tmp_path):
     (tmp_path / "r").mkdir()
     res = runner.invoke(app, ["leaderboard", "--results", str(tmp_path / "r"), "--format", "xlsx", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "'xlsx'" in res.output and "Traceback" not in res.output, res.output
+
+
+# --------------------------------------------------------------------------------------------
+# One language across commands: a bad --device, or a results folder given twice, before any work
+# --------------------------------------------------------------------------------------------
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("command,device,message", [
+    (["run", "--model", "random-vit", "--task", "ddi"], "gpu", "--device 'gpu': expected auto | cpu | cuda | cuda:N | mps"),
+    (["run", "--model", "random-vit", "--task", "ddi"], "cuda:99", "--device cuda:99"),
+    (["federated", "export-client", "--model", "random-vit", "--task", "mednode"], "tpu", "--device 'tpu': expected"),
+    (["pretrain", "--preset", "tiny"], "cuda:1", "--device cuda:1"),
+])
+def test_a_bad_device_is_refused_before_any_work(tmp_path, command, device, message):
+    out = tmp_path / "written"
+    target = ["--results", str(out)] if command[0] == "run" else ["--out", str(out)]
+    res = runner.invoke(app, [*command, *target, "--device", device])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif("_cuda()", reason="this machine has CUDA: --device cuda is valid here")
+def test_cuda_without_cuda_names_device_and_the_fix(tmp_path):
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--results", str(tmp_path / "r"),
+                              "--device", "cuda"])
+    assert res.exit_code == 2 and "--device cuda: torch sees no CUDA device" in res.output
+    assert "use --device cpu or --device auto" in res.output and not (tmp_path / "r").exists()
+
+
+def test_a_results_folder_given_under_both_names_is_refused(tmp_path):
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--results", str(tmp_path / "a"),
+                              "-o", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "--results and --output were both given" in res.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

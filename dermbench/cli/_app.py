@@ -9,7 +9,25 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
+
+
+def _keep_argument_help() -> None:
+    """typer (0.20) stores an argument's ``help`` and then calls click's ``Argument.__init__``, which in
+    recent click releases (8.5 here) takes ``help`` itself and resets it to None: every positional argument lost its help text
+    in ``-h``. Hand the text to click as well, only when this typer/click pair drops it."""
+    if TyperArgument(param_decls=["probe"], help="probe").help == "probe":
+        return
+    original = TyperArgument.__init__
+
+    def __init__(self, *args, help: Optional[str] = None, **kwargs):  # noqa: A002 (click's name)
+        original(self, *args, help=help, **kwargs)
+        self.help = help
+
+    TyperArgument.__init__ = __init__
+
+
+_keep_argument_help()
 
 
 class _UserErrorsAsMessages(TyperGroup):

@@ -1,29 +1,45 @@
 """`dermbench list` and `dermbench run`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, error_text, fail, parse_overrides, split_list
+from dermbench.cli.common import (DEVICE_HELP, JSON_HELP, OLD_RESULTS_HELP, default_results, device_option, echo_json,
+                                  error_text, fail, parse_overrides, results_option, split_list)
+
+
+LISTABLE = {  # what `dermbench list` can list, with the sentence shown when no argument is given
+    "models": "registered backbones (DermINO, the baselines, the test models and plugins)",
+    "tasks": "task cards: dataset, group, classes, protocols, source",
+    "protocols": "evaluation protocols (--protocol of run)",
+}
 
 
 @app.command("list")
 def list_cmd(
-    what: str = typer.Argument(..., help="models | tasks | protocols"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    what: Optional[str] = typer.Argument(None, help="What to list: models | tasks | protocols (none: these choices)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """List registered backbones, task cards or protocols."""
+    """List registered backbones, task cards or protocols; with no argument, what can be listed."""
+    if what is None:
+        counts = _listable_counts()
+        if as_json:
+            echo_json("list", [{"name": k, "count": counts[k], "description": v} for k, v in LISTABLE.items()])
+            return
+        typer.echo("dermbench list WHAT, where WHAT is one of:")
+        for k, v in LISTABLE.items():
+            typer.echo(f"  {k:<10} {counts[k]:>3} {v}")
+        return
     if what == "models":
         from dermbench.models import registry
 
         rows = [registry.get(k).meta.to_dict() for k in registry.available()]
         errors = registry.discovery_errors()
         if as_json:
-            typer.echo(json.dumps({"models": rows, "plugin_errors": errors}, indent=2))
+            echo_json("list models", rows, [f"plugin {name!r} failed to load: {err}" for name, err in errors.items()])
             return
         for r in rows:
             grid = f"grid {r['grid'][0]}x{r['grid'][1]}" if r["grid"] else "CNN"
@@ -36,19 +52,30 @@ def list_cmd(
 
         cards = load_cards()
         if as_json:
-            typer.echo(json.dumps([{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items() if k != "path"}
-                                   for c in cards.values()], indent=2, default=str))
+            echo_json("list tasks", [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items() if k != "path"}
+                                     for c in cards.values()])
             return
         for c in cards.values():
             classes = f"{c.num_classes} classes" if c.classes else c.group
             typer.echo(f"{c.name:<18} {c.group:<15} {classes:<15} protocols: {', '.join(c.protocols):<24} {c.source}")
     elif what == "protocols":
-        from dermbench.protocols import names
+        from dermbench.protocols import is_available, names
 
+        if as_json:
+            echo_json("list protocols", [{"name": n, "available": is_available(n)} for n in names()])
+            return
         for n in names():
-            typer.echo(n)
+            typer.echo(n if is_available(n) else f"{n}  (not installed here)")
     else:
-        fail(f"cannot list {what!r}; choose models, tasks or protocols")
+        fail(f"cannot list {what!r}; choose {', '.join(LISTABLE)} (or `dermbench list` to see them)")
+
+
+def _listable_counts() -> dict[str, int]:
+    from dermbench.data.tasks import load_cards
+    from dermbench.models import registry
+    from dermbench.protocols import names
+
+    return {"models": len(registry.available()), "tasks": len(load_cards()), "protocols": len(names())}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -157,10 +184,11 @@ def run(
     protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s); default: each task card's."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: $DERMBENCH_DATA_ROOT, the config file, else DermSynth)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random' for the untrained architecture."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default results/, or results/dermsynth on DermSynth)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder to write to (default results/, or results/dermsynth on DermSynth)."),
+    old_output: Optional[Path] = typer.Option(None, "--output", "-o", hidden=True, help=OLD_RESULTS_HELP),
     seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads: 0, 0,1,2 or a range 0-4; one result per seed, all on the same split."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and of the shared bootstrap resamples."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute results that already exist."),
     split: str = typer.Option("default", "--split", help="default (the paper's seeded splits) | official"),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates."),
@@ -187,6 +215,10 @@ def run(
     """Run backbones on tasks with their protocols; results go to the results store."""
     from dermbench.run.runner import run_benchmark
 
+    output = results_option(results, old_output)
+    device = device_option(device, on_this_machine=executor != "slurm")  # Slurm: checked on the nodes
+    if executor == "slurm" and device == "auto":  # the nodes have a GPU exactly when the array asks for one
+        device = "cuda" if slurm_gpus else "cpu"
     settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
                                      overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,

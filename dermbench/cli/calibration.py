@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, error_text, fail, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, split_list
 
 
 def _results(results: Optional[Path]) -> Path:
@@ -33,10 +33,10 @@ def _tasks(task: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def calibration(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Result label(s); default: all."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all classification tasks."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Only this protocol (e.g. linear); default: all."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the long table as CSV here."),
 ) -> None:
     """ECE (equal-width, equal-mass), classwise ECE, Brier, NLL with bootstrap CIs; temperature scaling before/after."""
@@ -84,7 +84,7 @@ def operating_point_command(results, model, task, protocol, attribute, min_sampl
 
 @app.command("skin-tone")
 def skin_tone(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s); default: every classification task stored."),
     include_labelled: bool = typer.Option(False, "--include-labelled", help="Also tasks that have Fitzpatrick labels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute existing estimates."),

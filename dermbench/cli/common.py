@@ -1,10 +1,28 @@
-"""Helpers shared by the command modules: one error style, list options, results-folder defaults."""
+"""Helpers shared by the command modules: one error style, list options, results-folder defaults, and
+the conventions every command follows (README "Conventions"):
+
+- ``--results DIR``: the results store a command reads or writes (old names ``--output``/``-o`` of
+  ``run`` and ``plan`` still accepted, hidden: :func:`results_option`);
+- ``--out PATH``: exported files (tables, figures, checkpoints, client files, app folders);
+- ``--device``: ``auto`` (the default: CUDA when present, else the CPU) | cpu | cuda | cuda:N | mps
+  (:func:`device_option`, through :func:`dermbench.models.devices.resolve_device`);
+- ``--json``: one shape for every command, ``{"dermbench": VERSION, "command": "...", "items": [...],
+  "warnings": [...]}`` (:func:`echo_json`).
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Sequence, TypeVar
 
 import typer
+
+T = TypeVar("T")
+
+RESULTS_HELP = "Results folder (default: results/dermsynth when no data root is configured, else results/)."
+OLD_RESULTS_HELP = "Old name of --results (still accepted; hidden)."
+DEVICE_HELP = ("Where models run: auto (CUDA when present, else the CPU) | cpu | cuda | cuda:N | mps.")
+JSON_HELP = 'Machine-readable output: {"dermbench", "command", "items": [...], "warnings": [...]}.'
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -44,3 +62,46 @@ def default_results() -> Path:
 
     root, source = resolve_data_root(None)
     return default_results_dir(root)
+
+
+def merge_alias(value: Optional[T], old_value: Optional[T], name: str, old_name: str) -> Optional[T]:
+    """One value from an option and its hidden old name (both default None): either may be given, not
+    both, since two values for one setting leave it unclear which was meant."""
+    if value is not None and old_value is not None:
+        fail(f"{name} and {old_name} were both given; {old_name} is the old name of {name}: give only {name}")
+    return value if value is not None else old_value
+
+
+def results_option(results: Optional[Path], old: Optional[Path], old_name: str = "--output") -> Optional[Path]:
+    """``--results`` merged with its hidden old name (``--output``/``-o`` of ``run`` and ``plan``)."""
+    return merge_alias(results, old, "--results", old_name)
+
+
+def device_option(choice: str, on_this_machine: bool = True) -> str:
+    """``--device`` checked before any work: the device to run on (``auto`` resolved) when the models run
+    here; only the form of the name when they run elsewhere (Slurm nodes). A clear error otherwise."""
+    from dermbench.models.devices import DeviceError, check_device_name, resolve_device
+
+    try:
+        return resolve_device(choice) if on_this_machine else check_device_name(choice)
+    except DeviceError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")  # fail() exits
+
+
+def json_document(command: str, items: Sequence[Any], warnings: Sequence[str] = ()) -> dict:
+    """The one ``--json`` shape of every command: the dermbench version, the command, a list of items
+    (one per listed thing, job, report, ...) and a list of warnings (empty when there are none)."""
+    from dermbench import __version__
+
+    return {"dermbench": __version__, "command": command, "items": list(items), "warnings": list(warnings)}
+
+
+def echo_json(command: str, items: Sequence[Any], warnings: Sequence[str] = ()) -> None:
+    """Print :func:`json_document` (indented; paths and other objects as strings)."""
+    typer.echo(json.dumps(json_document(command, items, warnings), indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    # sets (e.g. the key sets of a weights report) as lists; paths and anything else as their text
+    return sorted(value, key=str) if isinstance(value, (set, frozenset)) else str(value)

@@ -1,7 +1,6 @@
 """`dermbench data synth|check`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +17,7 @@ app.add_typer(data_app, name="data")
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Folder to write DermSynth to (official layouts of all 20 tasks)."),
     scale: float = typer.Option(1.0, "--scale", help="Size multiplier."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generator: the same seed and scale give the same files."),
     image_size: str = typer.Option("128", "--image-size",
                                    help="N: square images of about N px (the default, 128); WxH: every image exactly "
                                         "W by H px, e.g. 1024x768 (ISIC-like) or 3000x2000, for decode benchmarks."),
@@ -53,7 +52,7 @@ def _parse_image_size(text: str) -> "int | tuple[int, int]":
 @data_app.command("check")
 def data_check(
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (default: as for run)."),
-    task: str = typer.Option("all", "--task", "-t"),
+    task: str = typer.Option("all", "--task", "-t", help="Task name(s), a group, 'classification' or 'all'."),
 ) -> None:
     """Check each task's files against the expected layout, counts and splits."""
     from dermbench.config import resolve_data_root

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, error_text, fail
+from dermbench.cli.common import DEVICE_HELP, RESULTS_HELP, default_results, device_option, error_text, fail
 
 
 def _results_or_fail(results: Optional[Path]) -> Path:
@@ -19,11 +19,12 @@ def _results_or_fail(results: Optional[Path]) -> Path:
 
 @app.command()
 def paper(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     out: Path = typer.Option(..., "--out", help="Folder to write the paper's tables and figures to (index.html inside)."),
     readings: Optional[Path] = typer.Option(None, "--readings", help="Reader-study CSV; default on DermSynth: its simulated study."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model compared with the readers (default: best linear AUROC on the study tasks)."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="t-SNE maps (rebuilds each backbone; features come from the cache)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " For the t-SNE maps' features the cache lacks."),
 ) -> None:
     """Every table and figure of the paper: leaderboard, reader study, t-SNE maps, qualitative grids, summary tables."""
     from dermbench.data.sample import DatasetError
@@ -31,8 +32,9 @@ def paper(
     from dermbench.report.reader_study import ReadingsError
 
     results = _results_or_fail(results)
+    device = device_option(device) if embeddings else "cpu"  # no backbone runs without the t-SNE maps
     try:
-        built = build_paper(results, out, readings=readings, model=model, embeddings=embeddings)
+        built = build_paper(results, out, readings=readings, model=model, embeddings=embeddings, device=device)
     except (ReadingsError, DatasetError, FileNotFoundError, KeyError) as exc:
         fail(error_text(exc))
     for note in built["notes"]:

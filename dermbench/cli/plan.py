@@ -2,7 +2,6 @@
 the runs recorded in a results folder: done / running / failed / missing, with the log of each failure)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +9,8 @@ import typer
 
 from dermbench.cli._app import app
 from dermbench.cli.benchmark import settings_from_options
-from dermbench.cli.common import default_results, error_text, fail
+from dermbench.cli.common import (JSON_HELP, OLD_RESULTS_HELP, RESULTS_HELP, default_results, echo_json, error_text, fail,
+                                  results_option)
 
 
 def _describe(job) -> str:
@@ -20,10 +20,9 @@ def _describe(job) -> str:
     return f"run {job.protocol} on {reads}" if reads else f"run {job.protocol}"
 
 
-def _print_states(states, as_json: bool, header: str) -> None:
+def _print_states(states, as_json: bool, header: str, command: str) -> None:
     if as_json:
-        typer.echo(json.dumps([{**s.job.to_dict(), "state": s.state, "detail": s.detail, "log": s.log} for s in states],
-                              indent=2))
+        echo_json(command, [{**s.job.to_dict(), "state": s.state, "detail": s.detail, "log": s.log} for s in states])
         return
     typer.echo(header)
     width = max((len(s.job.id) for s in states), default=10)
@@ -45,20 +44,22 @@ def plan_cmd(
     protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Protocol(s); default: each task card's."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the datasets (as for `run`)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights file, or 'random'."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (as for `run`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results folder whose jobs are checked (as for `run`)."),
+    old_output: Optional[Path] = typer.Option(None, "--output", "-o", hidden=True, help=OLD_RESULTS_HELP),
     seed: str = typer.Option("0", "--seed", help="Seed(s) of the trained heads (as for `run`): one job per seed."),
-    split_seed: int = typer.Option(0, "--split-seed"),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/test split and resamples (as for `run`)."),
     split: str = typer.Option("default", "--split", help="default | official"),
-    n_boot: int = typer.Option(1000, "--n-boot"),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap replicates (as for `run`; part of each result's key)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Protocol setting, e.g. --set linear.epochs=20."),
-    synth_scale: float = typer.Option(1.0, "--synth-scale"),
+    synth_scale: float = typer.Option(1.0, "--synth-scale", help="DermSynth size multiplier (as for `run`)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Only the jobs of shard K/N."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable: one record per job with its state."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item per job, with its state."),
 ) -> None:
     """List the jobs `dermbench run` would execute with these options (features, then protocols) and their state."""
     from dermbench.run.executors import parse_shard, select_shard
     from dermbench.run.plan import job_states, plan, results_dir_of
 
+    output = results_option(results, old_output)
     settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, "cpu", False,
                                      split, n_boot, set_, synth_scale, True)
     try:
@@ -68,13 +69,13 @@ def plan_cmd(
     except (KeyError, ValueError, FileNotFoundError) as exc:
         fail(error_text(exc))
     results = results_dir_of(settings)
-    _print_states(job_states(results, jobs), as_json, f"{len(jobs)} job(s); results: {results}")
+    _print_states(job_states(results, jobs), as_json, f"{len(jobs)} job(s); results: {results}", "plan")
 
 
 @app.command()
 def status(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item per job, with its state."),
 ) -> None:
     """Per job of the runs recorded in a results folder: done / running / failed / missing (and failures' logs)."""
     from dermbench.run.plan import job_states, jobs_dir, saved_jobs
@@ -85,4 +86,4 @@ def status(
     jobs = saved_jobs(results)
     if not jobs:
         fail(f"no run plan recorded in {jobs_dir(results) / 'plans'}; `dermbench run` records one when it starts")
-    _print_states(job_states(results, jobs), as_json, f"{len(jobs)} job(s) in {results}")
+    _print_states(job_states(results, jobs), as_json, f"{len(jobs)} job(s) in {results}", "status")

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, error_text, fail, parse_overrides, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, parse_overrides, split_list
 
 # Selecting one result per (model, task, protocol) when a results folder holds several (see
 # dermbench.run.identity.SELECTION_RULE): the same options on leaderboard, compare and fairness.
@@ -70,10 +70,10 @@ def leaderboard(
 def compare(
     model: List[str] = typer.Option(..., "--model", "-m", help="Exactly two result labels (e.g. dermino-tiny random-vit)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all tasks both models have."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
-    metric: str = typer.Option("auroc", "--metric"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Only this protocol (e.g. linear); default: every protocol both models have."),
+    metric: str = typer.Option("auroc", "--metric", help="Metric compared (auroc, accuracy, dice, ...); rows without it are left out."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level (Holm-adjusted across the table's rows)."),
-    results: Optional[Path] = typer.Option(None, "--results"),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     claim_boot: Optional[int] = typer.Option(None, "--claim-boot", help="Paired-bootstrap replicates for claim rows no analytical test covers (default: 20·rows/alpha, drawn automatically)."),
     seed: Optional[str] = typer.Option(None, "--seed", help=SEED_HELP),
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help=SPLIT_SEED_HELP),
@@ -104,12 +104,12 @@ def compare(
 
 @app.command()
 def fairness(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Result label(s); default: all."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="Task(s) or group; default: all with subgroups."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", "-p"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Only this protocol (e.g. linear); default: all."),
     attribute: Optional[str] = typer.Option(None, "--attribute", "-a", help="skin_type, sex, ... (default: all present)."),
-    metric: str = typer.Option("auroc", "--metric"),
+    metric: str = typer.Option("auroc", "--metric", help="Metric per subgroup (auroc, accuracy, ...)."),
     min_samples: int = typer.Option(10, "--min-samples", help="Subgroups with fewer test samples are reported, not scored."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
     threshold: Optional[str] = typer.Option(None, "--threshold", help="Operating point from held-out training scores: youden | sensitivity=0.9 (TPR/FPR/PPV, EOD, worst-group AUROC per subgroup)."),

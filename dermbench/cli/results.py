@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import default_results, fail
+from dermbench.cli.common import JSON_HELP, RESULTS_HELP, default_results, echo_json, fail
 
 results_app = typer.Typer(help="The results store: list what it holds, migrate the layout before result keys.",
                           no_args_is_help=True)
@@ -23,10 +23,13 @@ def _folder(results: Optional[Path]) -> Path:
 
 @results_app.command("list")
 def results_list(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item per stored result."),
 ) -> None:
     """One line per stored result: model · task · protocol, its key, the main metric, and the settings
     in which the results of the same (model, task, protocol) differ."""
+    if as_json:  # the one --json shape; an empty store is an empty list
+        return echo_json("results list", _json_items(_folder(results)))
     from dermbench.run.identity import describe, differing_settings, key_of
     from dermbench.run.results import iter_results
 
@@ -51,9 +54,31 @@ def results_list(
                f"(model, task, protocol) with several results", err=True)
 
 
+def _json_items(folder: Path) -> list[dict]:
+    """One item per stored result, in the order of the text listing; ``differs``: the settings in which the
+    results of the same (model, task, protocol) differ, as the text listing shows them."""
+    from dermbench.run.identity import describe, differing_settings, key_of
+    from dermbench.run.results import iter_results
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in iter_results(folder):
+        groups.setdefault((str(r["model"]), str(r["task"]), str(r["protocol"])), []).append(r)
+    items = []
+    for (model, task, protocol), rows in sorted(groups.items()):
+        differs = differing_settings(rows) if len(rows) > 1 else []
+        for r in rows:
+            metrics = r.get("metrics") or {}
+            main = r.get("main_metric") if r.get("main_metric") in metrics else next(iter(metrics), None)
+            items.append({"model": model, "task": task, "protocol": protocol, "key": key_of(r), "main_metric": main,
+                          "value": metrics.get(main, {}).get("value") if main else None,
+                          "differs": describe(r, differs) if differs else "", "legacy_layout": bool(r.get("legacy_layout")),
+                          "path": str(r.get("_path", ""))})
+    return items
+
+
 @results_app.command("migrate")
 def results_migrate(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default as for `leaderboard`)."),
+    results: Optional[Path] = typer.Option(None, "--results", help=RESULTS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be renamed."),
 ) -> None:
     """Rename results of the layout before keys (<protocol>.json) to <protocol>@<key12>.json, adding their

@@ -1,14 +1,13 @@
 """`dermbench weights check|where`: check a release file before a long run; where dermbench looks for each."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import error_text, fail, split_list
+from dermbench.cli.common import JSON_HELP, echo_json, error_text, fail, split_list
 
 weights_app = typer.Typer(help="Backbone weights: check a file against a model, list where release files are looked for.",
                           no_args_is_help=True)
@@ -19,7 +18,7 @@ app.add_typer(weights_app, name="weights")
 def weights_check(
     path: Path = typer.Argument(..., help="The weights file (any suffix: the format is read from its content)."),
     model: str = typer.Option(..., "--model", "-m", help="Backbone key (dermbench list models)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item: the report."),
 ) -> None:
     """Format, keys mapped / missing / unexpected, shapes, architecture settings (position grid, registers,
     layer scale) against the built model, and the sha256. Exit status 1 when the file does not load."""
@@ -35,7 +34,10 @@ def weights_check(
         report = check_weights(model, path)
     except (WeightsError, KeyError, ValueError) as exc:
         fail(error_text(exc))
-    typer.echo(json.dumps(report.to_dict(), indent=2, default=list) if as_json else report.to_text())
+    if as_json:
+        echo_json("weights check", [report.to_dict()])
+    else:
+        typer.echo(report.to_text())
     if not report.ok:
         raise typer.Exit(1)
 
@@ -43,7 +45,7 @@ def weights_check(
 @weights_app.command("where")
 def weights_where(
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Only these models (default: every model with a release file)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP + " One item per model."),
 ) -> None:
     """Per model: the release's file names, its sources, where dermbench looks, and what it finds on this machine."""
     from dermbench.models import registry
@@ -55,7 +57,7 @@ def weights_where(
             fail(f"--model {key!r}: unknown model. Valid models: {', '.join(registry.available())}")
     rows = where_weights(keys)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json("weights where", rows)
         return
     for row in rows:
         status = f"FOUND {row['found']} ({row['found_via']})" if row["found"] else (

@@ -84,14 +84,14 @@ def embedding_map(results_dir: Path, records: Sequence[dict], model: str, seed: 
 
 
 def build(results_dir: Path, records: Sequence[dict], models: Optional[Sequence[str]] = None,
-          seed: int = 0) -> tuple[list[tuple[str, bytes]], list[str]]:
+          seed: int = 0, device: str = "cpu") -> tuple[list[tuple[str, bytes]], list[str]]:
     """(file name, SVG) per model, and notes for the models left out (and why)."""
     from dermbench.report.figures import embedding_svg
 
     figures, notes = [], []
     for model in models or sorted({r["model"] for r in records}):
         try:
-            emb = embedding_map(results_dir, records, model, seed)
+            emb = embedding_map(results_dir, records, model, seed, device=device)
         except Exception as exc:  # a backbone that cannot be rebuilt here: said, not hidden
             notes.append(f"{model}: no embedding map ({type(exc).__name__}: {exc})")
             continue

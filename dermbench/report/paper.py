@@ -63,8 +63,9 @@ def reader_study_part(results_dir: Path, out: Path, readings: Optional[Path], mo
 
 
 def build_paper(results_dir: Path, out_dir: Path, readings: Optional[Path] = None, model: Optional[str] = None,
-                embeddings: bool = True, n_images: int = 4) -> dict[str, Any]:
-    """Write the paper folder; returns {"paths", "notes", "reader_study"}."""
+                embeddings: bool = True, n_images: int = 4, device: str = "cpu") -> dict[str, Any]:
+    """Write the paper folder; returns {"paths", "notes", "reader_study"}. ``device``: where the t-SNE maps'
+    backbones compute features the cache lacks."""
     from dermbench.report import embeddings as E
     from dermbench.report import qualitative as Q
     from dermbench.report import summary_tables as S
@@ -125,7 +126,7 @@ def build_paper(results_dir: Path, out_dir: Path, readings: Optional[Path] = Non
     # 3. embedding maps
     body.append('<h2 id="embeddings">Embedding maps (t-SNE of global features)</h2>')
     if embeddings:
-        figs, emb_notes = E.build(results_dir, records)
+        figs, emb_notes = E.build(results_dir, records, device=device)
         notes += emb_notes
         body += [_img(put(f"embeddings/{n}", svg), n) for n, svg in figs]
         if not figs:

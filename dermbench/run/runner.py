@@ -67,16 +67,11 @@ class RunSettings:
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
+    """The device to run on (:func:`dermbench.models.devices.resolve_device`, the one resolver of every
+    command's ``--device``); its DeviceError is a ValueError."""
+    from dermbench.models.devices import resolve_device as resolve
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was given but no CUDA device is available; use --device cpu")
-    return device
+    return resolve(device)
 
 
 class TaskCache:

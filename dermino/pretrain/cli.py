@@ -56,9 +56,25 @@ def build_config(preset: str = "tiny", **options):
     return cfg
 
 
+def _pretrain_device(choice: str, check_hardware: bool = True) -> str:
+    """``--device`` checked on this machine (only its name for ``--print-config``, which imports no torch); the
+    choice itself (``auto`` included) goes to the config, since each torchrun process picks its own GPU from
+    LOCAL_RANK (:func:`dermino.pretrain.train.init_distributed`)."""
+    from dermbench.cli.common import device_option, fail
+
+    resolved = device_option(choice, on_this_machine=check_hardware)
+    if resolved == "auto":
+        return "auto"
+    if resolved not in ("cpu", "cuda"):
+        fail(f"--device {choice}: pretraining runs on CUDA (one GPU per torchrun process, chosen by LOCAL_RANK; "
+             f"pick GPUs with CUDA_VISIBLE_DEVICES) or on the CPU: use --device auto, cuda or cpu")
+    return "auto" if choice.strip().lower() == "auto" else resolved
+
+
 def pretrain(
     preset: str = typer.Option("tiny", "--preset", help=f"Recipe: {' | '.join(PRESETS)} (paper = the official run's values)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: pretrain-runs/<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder: checkpoints, logs, config (default: pretrain-runs/<preset>)."),
+    old_out: Optional[Path] = typer.Option(None, "--output", "-o", hidden=True, help="Old name of --out (still accepted; hidden)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="dermbench data root for task sources."),
     synth: Optional[bool] = typer.Option(None, "--synth/--no-synth", help="Use DermSynth as the data root (tiny default)."),
     images: List[str] = typer.Option([], "--images", help="Unlabelled image folder (repeatable, searched recursively)."),
@@ -71,16 +87,17 @@ def pretrain(
                                         help="Do NOT remove images of evaluation test splits (contaminates results)."),
     init_weights: Optional[str] = typer.Option(None, "--init-weights",
                                                help="DINOv2 ViT-B/14 weights file to start from, or 'scratch'."),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: the preset's)."),
     epoch_length: Optional[int] = typer.Option(None, "--epoch-length", help="Iterations per epoch."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch (all processes)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Stop (and checkpoint) after this iteration."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint to resume, or 'auto' (the run folder's latest)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else the CPU) | cpu | cuda; under "
+                               "torchrun each process takes the GPU of its LOCAL_RANK."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard student and teacher with FSDP2 instead of DDP."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes per training process."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation, augmentations and sampling (default: the preset's)."),
     no_dino: bool = typer.Option(False, "--no-dino", help="Ablation: drop the DINO image-level loss."),
     no_ibot: bool = typer.Option(False, "--no-ibot", help="Ablation: drop the iBOT masked-patch loss."),
     no_koleo: bool = typer.Option(False, "--no-koleo", help="Ablation: drop the KoLeo regulariser."),
@@ -90,7 +107,7 @@ def pretrain(
     text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help="auto | coder | minilm | local folder."),
     synonyms: Optional[str] = typer.Option(None, "--synonyms", help="Reviewed label map (CSV raw_label,name or JSON)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Iterations between checkpoints."),
-    log_every: Optional[int] = typer.Option(None, "--log-every"),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Iterations between log lines."),
     set_: List[str] = typer.Option([], "--set", help="Any config value, KEY=VALUE (e.g. optim.base_lr=1e-3)."),
     export_timm: Optional[Path] = typer.Option(None, "--export-timm",
                                                help="Also write <DIR>/<name>.safetensors + .json (timm keys)."),
@@ -101,6 +118,11 @@ def pretrain(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration and exit."),
 ) -> None:
     """DermINO hybrid pretraining: DINO + iBOT + KoLeo + knowledge-guided prototypes."""
+    # the conventions of every dermbench command (one alias resolver, one device resolver); imported here,
+    # not at module level, since dermbench.cli itself mounts this command
+    from dermbench.cli.common import merge_alias
+
+    out = merge_alias(out, old_out, "--out", old_name="--output/-o")
     if export_from is not None:
         from dermino.pretrain.train import export_checkpoint
 
@@ -108,6 +130,7 @@ def pretrain(
         for kind, path in written.items():
             typer.echo(f"{kind}: {path}")
         return
+    device = _pretrain_device(device, check_hardware=not print_config)
     try:
         cfg = build_config(
             preset, data_root=data_root, synth=synth, images=list(images) or None, labelled_tasks=labelled_tasks,

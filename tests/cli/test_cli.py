@@ -33,7 +33,7 @@ def test_help_and_list_do_not_import_torch():
 def test_list_tasks_json_has_all_twenty_one_cards():
     res = runner.invoke(app, ["list", "tasks", "--json"])
     assert res.exit_code == 0, res.output
-    cards = json.loads(res.output)
+    cards = json.loads(res.output)["items"]
     names = [c["name"] for c in cards]
     assert len(names) == 21 and names[0] == "ddi" and "isic2018" in names and "fl-malignancy" in names
     groups = {c["group"] for c in cards}
@@ -43,7 +43,7 @@ def test_list_tasks_json_has_all_twenty_one_cards():
 def test_list_models_json_includes_random_vit():
     res = runner.invoke(app, ["list", "models", "--json"])
     assert res.exit_code == 0, res.output
-    models = {m["key"]: m for m in json.loads(res.output)["models"]}
+    models = {m["key"]: m for m in json.loads(res.output)["items"]}
     assert models["random-vit"]["embed_dim"] == 96
 
 

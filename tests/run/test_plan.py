@@ -176,7 +176,7 @@ def test_status_reports_done_running_failed_and_missing(tmp_path, monkeypatch):
     claim = claims.try_claim(tmp_path / "_jobs" / "claims", acne_features)
     res = runner.invoke(app, ["status", "--results", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    states = {(r["task"], r["protocol"] or "features"): r for r in json.loads(res.output)}
+    states = {(r["task"], r["protocol"] or "features"): r for r in json.loads(res.output)["items"]}
     assert states[("ddi", "retrieval")]["state"] == "done"
     assert states[("ddi", "features")]["state"] == "done"
     assert states[("ddi", "linear")]["state"] == "failed"
@@ -192,7 +192,7 @@ def test_status_reports_done_running_failed_and_missing(tmp_path, monkeypatch):
 def test_plan_command_lists_jobs_and_their_state(tmp_path):
     res = runner.invoke(app, ["plan", *GRID[:6], "--output", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    rows = json.loads(res.output)["items"]
     assert len(rows) == 18 and {r["state"] for r in rows} == {"missing"}
     assert rows[0]["stage"] == "features" and rows[0]["features"] == [{"kind": "global", "view": "eval", "batch_size": 32}]
     res = runner.invoke(app, ["plan", *GRID[:6], "--output", str(tmp_path), "--shard", "1/2"])
