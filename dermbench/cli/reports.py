@@ -23,10 +23,11 @@ ALLOW_MISSING_HELP = ("When a result's bootstrap (or predictions) file is missin
                       "makes it again.")
 
 
-def missing_file_exit(exc: BaseException) -> None:
+def missing_file_exit(exc: BaseException, allow_option: bool = False) -> None:
     """A stored result's predictions or bootstrap file is missing: exit 1 (the store, not the input, is
     incomplete) with the message naming the file and the `dermbench run` line that makes it again."""
-    fail(error_text(exc) + " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)", code=1)
+    hint = " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)" if allow_option else ""
+    fail(error_text(exc) + hint, code=1)
 
 
 def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optional[int], split: Optional[str],
@@ -83,8 +84,8 @@ def leaderboard(
         built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection,
                                   tasks=split_list(task), protocols=split_list(protocol), metrics=metrics,
                                   allow_missing_bootstrap=allow_missing_bootstrap)
-    except MissingResultFile as exc:
-        missing_file_exit(exc)
+    except MissingResultFile as exc:  # --rebuild recomputes from every file: the option cannot help it
+        missing_file_exit(exc, allow_option=not rebuild)
     except (FileNotFoundError, ValueError) as exc:
         fail(error_text(exc))
     if fmt is None:
@@ -121,6 +122,7 @@ def compare(
     Holm-corrected claim over the rows with tests that can reach the corrected level."""
     from dermbench.report.compare import ComparisonError, compare_models, format_comparison
     from dermbench.data.tasks import select_tasks
+    from dermbench.run.results import MissingResultFile
 
     models = split_list(model) or []
     if len(models) != 2:
@@ -132,6 +134,8 @@ def compare(
         table = compare_models(results or default_results(), models[0], models[1], tasks=tasks, metric=metric,
                                protocol=protocol, alpha=alpha, claim_boot=claim_boot,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
+    except MissingResultFile as exc:
+        missing_file_exit(exc)
     except (ComparisonError, KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_comparison(table))
@@ -166,6 +170,7 @@ def fairness(
         return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)
     from dermbench.report.fairness import fairness_table, format_fairness
     from dermbench.io import atomic_write_text
+    from dermbench.run.results import MissingResultFile
 
     results = results or default_results()
     if not results.is_dir():
@@ -174,6 +179,8 @@ def fairness(
         table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
                                attribute=attribute, min_samples=min_samples,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
+    except MissingResultFile as exc:
+        missing_file_exit(exc)
     except (KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_fairness(table))

@@ -731,8 +731,16 @@ def store_notes(results_dir: Path, skipped: Sequence[SkippedFile], missing: Sequ
     notes = [s.line(results_dir) for s in skipped]
     for m in missing:
         notes.append(f"{m.what} {_relative(m.path, results_dir)} of {_relative(m.json_path, results_dir)} is missing "
-                     f"(--allow-missing-bootstrap): its cells show ° (no paired test); {m.fix}")
+                     f"(--allow-missing-bootstrap): the cells that use it show ° (no paired test); {m.fix}")
     return notes
+
+
+def _files_present(results_dir: Path, record: dict) -> bool:
+    """Whether the predictions file and the bootstrap file a result names are both there."""
+    predictions = (record.get("predictions") or {}).get("path")
+    boot = (record.get("bootstrap") or {}).get("path")
+    return bool(predictions) and (Path(record["_path"]).parent / predictions).is_file() \
+        and (not boot or (Path(results_dir) / boot).is_file())
 
 
 def _relative(path: Path, folder: Path) -> str:
@@ -797,12 +805,19 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     from dermbench.report.fairness import fairness_table, format_fairness
 
     out_dir = Path(out_dir)
+    # the fairness tables and the sections read every result's predictions and resamples: with
+    # --allow-missing-bootstrap, the results missing one are left out of them (and that is noted)
+    readable = [r for r in records if _files_present(results_dir, r)]
+    if len(readable) < len(records):
+        left_out = sorted(_relative(Path(r["_path"]), results_dir) for r in records if r not in readable)
+        notes.append(f"left out of the fairness tables and the sections (a predictions or bootstrap file is missing): "
+                     f"{', '.join(left_out)}")
     # classification subgroups by AUROC, segmentation subgroups by Dice (each kind's main metric)
-    parts = [df for df in (fairness_table(results_dir, metric=m, records=records) for m in FAIRNESS_METRICS) if not df.empty]
+    parts = [df for df in (fairness_table(results_dir, metric=m, records=readable) for m in FAIRNESS_METRICS) if not df.empty]
     fairness_df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FAIRNESS_COLUMNS)
     from dermbench.report.sections import build_sections
 
-    sections = build_sections(results_dir, records)
+    sections = build_sections(results_dir, readable)
     figs = build_figures(records, tables, fairness_df) if figures else []
     if figures:
         figs += [fig for s in sections for fig in s.figures]
