@@ -72,8 +72,9 @@ def leaderboard(
     import shutil
 
     from dermbench.report.leaderboard import build_leaderboard
-    from dermbench.run.results import MissingResultFile
+    from dermbench.run.results import MissingResultFile, forget_warnings
 
+    forget_warnings()
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
@@ -122,8 +123,9 @@ def compare(
     Holm-corrected claim over the rows with tests that can reach the corrected level."""
     from dermbench.report.compare import ComparisonError, compare_models, format_comparison
     from dermbench.data.tasks import select_tasks
-    from dermbench.run.results import MissingResultFile
+    from dermbench.run.results import MissingResultFile, forget_warnings
 
+    forget_warnings()
     models = split_list(model) or []
     if len(models) != 2:
         fail(f"compare needs exactly two --model values, got {models}")
@@ -170,8 +172,9 @@ def fairness(
         return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)
     from dermbench.report.fairness import fairness_table, format_fairness
     from dermbench.io import atomic_write_text
-    from dermbench.run.results import MissingResultFile
+    from dermbench.run.results import MissingResultFile, forget_warnings
 
+    forget_warnings()
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")

@@ -291,6 +291,11 @@ def warn_skipped(skipped: SkippedFile) -> None:
         print(f"warning: {skipped.line()}", file=sys.stderr)
 
 
+def forget_warnings() -> None:
+    """Warn again about files already warned about (each command starts afresh; tests run many in one process)."""
+    _WARNED.clear()
+
+
 def iter_results(results_dir: Path, skipped: Optional[list[SkippedFile]] = None) -> Iterator[dict[str, Any]]:
     """Every result record under ``results_dir`` (sorted, shared folders skipped), in either layout.
     Each record gets ``_path`` (its JSON), ``identity`` and ``result_key``. The one reader of the store:
