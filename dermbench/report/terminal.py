@@ -124,20 +124,23 @@ def render_table(table: Table, width: int) -> list[str]:
     key: list[tuple[str, str]] = []
     widths = [max(cw, len(t)) for cw, t in zip(cell_widths, titles)]
     blocks = _blocks(widths, width, total)
-    if len(blocks) > 1:
-        # abbreviated titles, unless the full ones need at most one block more (full titles read better)
+    overflows = any(total([widths[i] for i in b]) > width for b in blocks)  # one column too wide on its own
+    if len(blocks) > 1 or overflows:
+        # abbreviated titles, unless the full ones fit and need at most one block more (full titles read better)
         short, short_key = _abbreviate(titles, cell_widths)
         short_widths = [max(cw, len(t)) for cw, t in zip(cell_widths, short)]
         short_blocks = _blocks(short_widths, width, total)
-        if len(short_blocks) < len(blocks) - 1:
+        if overflows or len(short_blocks) < len(blocks) - 1:
             titles, key, widths, blocks = short, short_key, short_widths, short_blocks
 
     metric = METRIC_TITLES.get(table.metric, table.metric)
     lines = []
     for b, block in enumerate(blocks):
-        head = table.title if len(blocks) == 1 else f"{table.title} (columns {block[0] + 1}–{block[-1] + 1} of {len(columns)})"
-        head = head if metric in head else f"{head} · {metric}"
-        lines.append(head)
+        head = table.title if metric in table.title else f"{table.title} · {metric}"
+        if len(blocks) > 1:
+            span = f"{block[0] + 1}" if len(block) == 1 else f"{block[0] + 1}–{block[-1] + 1}"
+            head += f" (column{'s' if len(block) > 1 else ''} {span} of {len(columns)})"
+        lines += textwrap.wrap(head, width=max(width, 20), break_on_hyphens=False)
         row_width = total([widths[i] for i in block])
         lines.append("model".ljust(model_width) + "".join(" " * GAP + titles[i].rjust(widths[i]) for i in block))
         lines.append("─" * row_width)
