@@ -72,7 +72,7 @@ def leaderboard(
     import shutil
 
     from dermbench.report.leaderboard import build_leaderboard
-    from dermbench.run.results import MissingResultFile, forget_warnings
+    from dermbench.run.results import MissingResultFile, ModifiedResultFile, forget_warnings
 
     forget_warnings()
     results = results or default_results()
@@ -85,7 +85,7 @@ def leaderboard(
         built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection,
                                   tasks=split_list(task), protocols=split_list(protocol), metrics=metrics,
                                   allow_missing_bootstrap=allow_missing_bootstrap)
-    except MissingResultFile as exc:  # --rebuild recomputes from every file: the option cannot help it
+    except (MissingResultFile, ModifiedResultFile) as exc:  # --rebuild recomputes from every file: the option cannot help it
         missing_file_exit(exc, allow_option=not rebuild)
     except (FileNotFoundError, ValueError) as exc:
         fail(error_text(exc))

@@ -37,13 +37,14 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from dermbench.io import atomic_write_bytes
 from dermbench.run.identity import SELECTION_RULE, Selection, check_same_test_set, select_results
-from dermbench.run.results import MissingResultFile, SkippedFile, iter_results, read_bootstrap, read_predictions
+from dermbench.run.results import (MissingResultFile, ModifiedResultFile, SkippedFile, iter_results, read_bootstrap,
+                                   read_predictions)
 from dermbench.data.tasks import GROUPS, PAPER_ORDER
 
 from dermbench.report.labels import MAIN_METRIC, METRIC_TITLES, PROTOCOL_ORDER, TABLE_METRICS  # noqa: F401
@@ -202,7 +203,7 @@ class ReplicateStore:
     def __init__(self, results_dir: Path, allow_missing: bool = True):
         self.results_dir = Path(results_dir)
         self.allow_missing = allow_missing
-        self.missing: list[MissingResultFile] = []
+        self.missing: list[Union[MissingResultFile, ModifiedResultFile]] = []
         self._cache: dict[str, Optional[dict[str, np.ndarray]]] = {}
 
     def get(self, record: dict) -> Optional[dict[str, np.ndarray]]:
@@ -221,7 +222,7 @@ class ReplicateStore:
         try:
             predictions = read_predictions(record["_path"])
             idx = read_bootstrap(self.results_dir, record)
-        except MissingResultFile as exc:
+        except (MissingResultFile, ModifiedResultFile) as exc:
             if not self.allow_missing:
                 raise
             if all(str(m.path) != str(exc.path) for m in self.missing):
@@ -725,12 +726,13 @@ def filter_records(records: Sequence[dict], tasks: Optional[Sequence[str]] = Non
     return out
 
 
-def store_notes(results_dir: Path, skipped: Sequence[SkippedFile], missing: Sequence[MissingResultFile]) -> list[str]:
+def store_notes(results_dir: Path, skipped: Sequence[SkippedFile],
+                missing: Sequence[Union[MissingResultFile, ModifiedResultFile]]) -> list[str]:
     """The notes a leaderboard prints under its tables: JSONs not read, and files whose absence left cells
     without a paired test (°, with --allow-missing-bootstrap)."""
     notes = [s.line(results_dir) for s in skipped]
     for m in missing:
-        notes.append(f"{m.what} {_relative(m.path, results_dir)} of {_relative(m.json_path, results_dir)} is missing "
+        notes.append(f"{m.what} {_relative(m.path, results_dir)} of {_relative(m.json_path, results_dir)} {m.problem} "
                      f"(--allow-missing-bootstrap): the cells that use it show ° (no paired test); {m.fix}")
     return notes
 

@@ -141,10 +141,20 @@ def write_result(results_dir: Path, record: dict[str, Any], predictions: pd.Data
 class MissingResultFile(FileNotFoundError):
     """A file a stored result needs (its predictions, its bootstrap resamples) is missing. The message
     names the file, the result and the fix; ``path``, ``json_path`` and ``fix`` carry them."""
+    problem = "is missing"
 
     def __init__(self, path: Path, json_path: Path, what: str, fix: str):
         self.path, self.json_path, self.what, self.fix = Path(path), Path(json_path), what, fix
-        super().__init__(f"{what} {path} (named in {json_path}) is missing; {fix}")
+        super().__init__(f"{what} {path} (named in {json_path}) {self.problem}; {fix}")
+
+
+class ModifiedResultFile(ValueError):
+    """A result's predictions file no longer matches the sha256 its JSON recorded (edited, or replaced)."""
+    problem = "does not match the sha256 recorded"
+
+    def __init__(self, path: Path, json_path: Path, what: str, fix: str):
+        self.path, self.json_path, self.what, self.fix = Path(path), Path(json_path), what, fix
+        super().__init__(f"{path} does not match the sha256 recorded in {json_path}; the file was modified: {fix}")
 
 
 def rerun_command(record: dict[str, Any], results_dir: Optional[Path] = None) -> str:
@@ -203,7 +213,8 @@ def read_predictions(json_path: Path) -> pd.DataFrame:
         raise MissingResultFile(path, Path(json_path), "predictions file",
                                 f"re-run that cell: {rerun_command(record)}")
     if sha256_file(path) != record["predictions"]["sha256"]:
-        raise ValueError(f"{path} does not match the sha256 recorded in {json_path}; the file was modified: rerun with --overwrite")
+        record["_path"] = str(json_path)
+        raise ModifiedResultFile(path, Path(json_path), "predictions file", f"rerun with --overwrite: {rerun_command(record)} --overwrite")
     return parse_predictions(path)
 
 
