@@ -52,7 +52,7 @@ def leaderboard(
                                       "the full markdown tables are printed."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the tables and figures to."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Recompute every metric from the stored predictions."),
-    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Only these tasks or task groups (comma list), e.g. ddi,malignancy."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Only these tasks or task groups (comma list; also classification, all), e.g. ddi,malignancy."),
     protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Only these protocols (comma list), e.g. linear,retrieval."),
     metric: Optional[List[str]] = typer.Option(None, "--metric", help="Tables on these metrics (comma list), e.g. auroc,f1; default in the terminal: each group's main metric."),
     allow_missing_bootstrap: bool = typer.Option(False, "--allow-missing-bootstrap", help=ALLOW_MISSING_HELP),

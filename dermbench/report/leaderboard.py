@@ -704,6 +704,11 @@ def filter_records(records: Sequence[dict], tasks: Optional[Sequence[str]] = Non
     """The records of the given tasks (task names or group names) and protocols, each value checked against
     what the records hold (:class:`FilterError` listing what there is); ``metrics`` is only checked here
     (it selects tables, not records)."""
+    from dermbench.data.tasks import CLASSIFICATION_GROUPS
+
+    if tasks:  # the names `run --task` takes for several groups at once
+        tasks = [g for t in tasks for g in (CLASSIFICATION_GROUPS if t == "classification" else GROUPS if t == "all" else (t,))]
+        tasks = [t for t in tasks if t not in GROUPS or any(r["task_group"] == t for r in records)] or tasks
     present_tasks = sorted({r["task"] for r in records}, key=lambda t: (PAPER_ORDER.index(t) if t in PAPER_ORDER else 999, t))
     present_groups = [g for g in GROUPS if any(r["task_group"] == g for r in records)]
     present_protocols = sorted({r["protocol"] for r in records},
