@@ -62,3 +62,19 @@ def test_compact_shows_the_main_metric_of_each_group_or_the_asked_metrics():
     tables = [auroc, f1, seg, jac, per_fraction]
     assert compact_tables(tables, kinds) == [auroc, seg, per_fraction]
     assert compact_tables(tables, kinds, ["f1", "jaccard"]) == [f1, jac]
+
+
+def test_filters_take_tasks_groups_and_the_run_aliases_and_refuse_what_is_not_there():
+    from dermbench.report.leaderboard import FilterError, filter_records
+
+    records = [{"task": t, "task_group": g, "protocol": p, "metrics": {"auroc": {}, "f1": {}, "auroc@0.5": {}}}
+               for t, g in (("ddi", "malignancy"), ("acne04", "severity"), ("isic2018", "segmentation"))
+               for p in ("linear", "retrieval")]
+    tasks = lambda recs: sorted({r["task"] for r in recs})  # noqa: E731
+    assert tasks(filter_records(records, ["classification"])) == ["acne04", "ddi"]
+    assert tasks(filter_records(records, ["all"], ["linear"])) == ["acne04", "ddi", "isic2018"]
+    assert tasks(filter_records(records, ["severity", "ddi"], metrics=["auroc"])) == ["acne04", "ddi"]
+    with pytest.raises(FilterError, match=r"--task isic2020: .*tasks: ddi, acne04, isic2018; groups: malignancy, severity, segmentation"):
+        filter_records(records, ["isic2020"])
+    with pytest.raises(FilterError, match=r"--metric dice: .*auroc, f1"):
+        filter_records(records, metrics=["dice"])
