@@ -357,3 +357,103 @@ def test_a_results_folder_given_under_both_names_is_refused(tmp_path):
                               "-o", str(tmp_path / "b")])
     assert res.exit_code == 2 and "--results and --output were both given" in res.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# Bad files in the results folder (issue #16): an unreadable or stray JSON is named and skipped; a
+# missing bootstrap/predictions file a paired test needs stops the command with the `dermbench run`
+# line that makes it again (exit 1); --allow-missing-bootstrap shows those cells with ° and a note
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_model_store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bad-files-store")
+    res = runner.invoke(app, ["run", "--model", "random-vit,dermino-tiny", "--task", "ddi", "--protocol", "retrieval",
+                              "--synth-scale", "0.25", "--n-boot", "20", "--quiet", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _truncate_random_vit(store: Path) -> str:
+    path = next(store.glob("random-vit/ddi/retrieval@*.json"))
+    path.write_text(path.read_text()[:120])
+    return path.name
+
+
+def _stray_json(store: Path) -> str:
+    (store / "random-vit" / "ddi" / "notes.json").write_text('{"todo": "rerun with more epochs"}')
+    return "notes.json"
+
+
+def _delete_bootstrap(store: Path) -> str:
+    path = next((store / "_bootstrap").glob("ddi.*.npy"))
+    path.unlink()
+    return path.name
+
+
+def _delete_predictions(store: Path) -> str:
+    path = next(store.glob("random-vit/ddi/retrieval@*.predictions.csv"))
+    path.unlink()
+    return path.name
+
+
+def _edit_predictions(store: Path) -> str:
+    path = next(store.glob("random-vit/ddi/retrieval@*.predictions.csv"))
+    path.write_text(path.read_text().replace("0.", "0.9", 1))  # one score changed by hand
+    return path.name
+
+
+COMPARE = ["compare", "-m", "random-vit", "-m", "dermino-tiny"]
+BAD_STORE_CASES = {
+    # name: (change to the store, command, exit code, what stdout must say beside the file's name)
+    "truncated result: leaderboard warns and notes it": (_truncate_random_vit, ["leaderboard"], 0, ["Notes:", "unreadable JSON"]),
+    "stray JSON: markdown leaderboard notes it": (_stray_json, ["leaderboard", "--format", "md"], 0, ["## Notes", "not a dermbench result"]),
+    "stray JSON: results list warns and goes on": (_stray_json, ["results", "list"], 0, ["dermino-tiny · ddi · retrieval"]),
+    "truncated result: compare names it": (_truncate_random_vit, COMPARE, 2, []),
+    "missing bootstrap: leaderboard stops": (_delete_bootstrap, ["leaderboard"], 1, []),
+    "missing bootstrap: leaderboard --rebuild stops": (_delete_bootstrap, ["leaderboard", "--rebuild"], 1, []),
+    "missing bootstrap: --allow-missing-bootstrap shows °": (_delete_bootstrap, ["leaderboard", "--allow-missing-bootstrap"], 0, ["°", "Notes:"]),
+    "missing bootstrap: compare stops": (_delete_bootstrap, COMPARE, 1, []),
+    "missing bootstrap: fairness stops": (_delete_bootstrap, ["fairness"], 1, []),
+    "missing predictions: leaderboard stops": (_delete_predictions, ["leaderboard"], 1, []),
+    "edited predictions: leaderboard stops": (_edit_predictions, ["leaderboard"], 1, []),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STORE_CASES))
+def test_bad_files_in_the_results_folder_are_named_never_silent(two_model_store, tmp_path, case):
+    change, command, code, says = BAD_STORE_CASES[case]
+    store = tmp_path / "results"
+    shutil.copytree(two_model_store, store)
+    name = change(store)
+    out = tmp_path / "tables"
+    extra = ["--out", str(out)] if command[0] == "leaderboard" and code != 0 else []
+    res = runner.invoke(app, [*command, "--results", str(store), *extra], env={"COLUMNS": "100"})
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output and name in res.output, res.output
+    assert all(s in res.stdout for s in says), res.stdout
+    if code == 0:  # skipped or allowed: said on stderr, one line per file
+        assert any(line.startswith("warning: ") and name in line for line in res.stderr.splitlines()), res.stderr
+    if code == 1:  # the store is incomplete: the fix is the exact line that makes the file again
+        assert "dermbench run --model " in res.stderr and f"--output {store}" in res.stderr, res.stderr
+        assert ("--allow-missing-bootstrap" in res.stderr) == (command == ["leaderboard"]), res.stderr
+        assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize("option,value", [("--task", "ddi,isic2020"), ("--protocol", "lienar"), ("--metric", "dice")])
+def test_leaderboard_filters_name_what_the_results_folder_holds(two_model_store, tmp_path, option, value):
+    out = tmp_path / "tables"
+    res = runner.invoke(app, ["leaderboard", "--results", str(two_model_store), option, value, "--out", str(out)])
+    assert res.exit_code == 2 and f"{option} " in res.output and "Traceback" not in res.output, res.output
+    assert ("ddi" if option == "--task" else "retrieval" if option == "--protocol" else "auroc") in res.output
+    assert not out.exists()
+
+
+def test_run_recomputes_a_truncated_result_of_the_cell_it_would_skip(two_model_store, tmp_path):
+    store = tmp_path / "results"
+    shutil.copytree(two_model_store, store)
+    path = next(store.glob("random-vit/ddi/retrieval@*.json"))
+    intact = json.loads(path.read_text())
+    path.write_text(path.read_text()[:120])
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--protocol", "retrieval", "--synth-scale",
+                              "0.25", "--n-boot", "20", "--quiet", "--output", str(store)])
+    assert res.exit_code == 0 and "1 result(s) computed, 0 skipped" in res.output, res.output
+    assert json.loads(path.read_text())["metrics"] == intact["metrics"]  # not counted as done; the same numbers again

@@ -18,6 +18,16 @@ N_BOOT_HELP = "Only results with this many bootstrap replicates."
 SPLIT_HELP = "Only results on this split: default | official."
 SET_HELP = "Only results made with this protocol setting, e.g. --set linear.epochs=20."
 KEY_HELP = "Only the result(s) whose key starts with this (see `dermbench results list`)."
+ALLOW_MISSING_HELP = ("When a result's bootstrap (or predictions) file is missing, show its cells with ° (no paired "
+                      "test) and list the file in the notes, instead of stopping with the `dermbench run` line that "
+                      "makes it again.")
+
+
+def missing_file_exit(exc: BaseException, allow_option: bool = False) -> None:
+    """A stored result's predictions or bootstrap file is missing: exit 1 (the store, not the input, is
+    incomplete) with the message naming the file and the `dermbench run` line that makes it again."""
+    hint = " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)" if allow_option else ""
+    fail(error_text(exc) + hint, code=1)
 
 
 def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optional[int], split: Optional[str],
@@ -37,9 +47,15 @@ def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optio
 @app.command()
 def leaderboard(
     results: Optional[Path] = typer.Option(None, "--results", help="Results folder (default: results/dermsynth if no data root is configured, else results/)."),
-    fmt: str = typer.Option("md", "--format", help="md | csv | latex | html | all"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="md | csv | latex | html | all. Without it: compact tables "
+                                      "fitted to the terminal are printed (and md files written with --out); with it, "
+                                      "the full markdown tables are printed."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write the tables and figures to."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Recompute every metric from the stored predictions."),
+    task: Optional[List[str]] = typer.Option(None, "--task", "-t", help="Only these tasks or task groups (comma list; also classification, all), e.g. ddi,malignancy."),
+    protocol: Optional[List[str]] = typer.Option(None, "--protocol", "-p", help="Only these protocols (comma list), e.g. linear,retrieval."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric", help="Tables on these metrics (comma list), e.g. auroc,f1; default in the terminal: each group's main metric."),
+    allow_missing_bootstrap: bool = typer.Option(False, "--allow-missing-bootstrap", help=ALLOW_MISSING_HELP),
     seed: Optional[str] = typer.Option(None, "--seed", help=SEED_HELP),
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help=SPLIT_SEED_HELP),
     n_boot: Optional[int] = typer.Option(None, "--n-boot", help=N_BOOT_HELP),
@@ -47,21 +63,42 @@ def leaderboard(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     key: Optional[str] = typer.Option(None, "--key", help=KEY_HELP),
 ) -> None:
-    """Build leaderboard tables (and figures) from the results store; prints the markdown tables.
+    """Leaderboard from the results store: compact tables fitted to the terminal (one per task group and
+    protocol, on the group's main metric), or with --format the full tables (and figures with --out).
 
-    One result per (model, task, protocol): the paper's defaults unless filtered (--seed, --set, ...)."""
+    One result per (model, task, protocol): the paper's defaults unless filtered (--seed, --set, ...).
+    A JSON in the results folder that is not a readable result is skipped with a warning (and noted);
+    a missing bootstrap file that a paired test (†) needs stops the command (see --allow-missing-bootstrap)."""
+    import shutil
+
     from dermbench.report.leaderboard import build_leaderboard
+    from dermbench.run.results import MissingResultFile, ModifiedResultFile, forget_warnings
 
+    forget_warnings()
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
-    formats = ("md", "csv", "latex", "html") if fmt == "all" else (fmt,)
+    formats = ("md", "csv", "latex", "html") if fmt == "all" else ("md",) if fmt is None else (fmt,)
     selection = selection_from(seed, split_seed, n_boot, split, set_, key)
+    metrics = split_list(metric)
     try:
-        built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection)
+        built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection,
+                                  tasks=split_list(task), protocols=split_list(protocol), metrics=metrics,
+                                  allow_missing_bootstrap=allow_missing_bootstrap)
+    except (MissingResultFile, ModifiedResultFile) as exc:  # --rebuild recomputes from every file: the option cannot help it
+        missing_file_exit(exc, allow_option=not rebuild)
     except (FileNotFoundError, ValueError) as exc:
         fail(error_text(exc))
-    typer.echo(built["markdown"])
+    if fmt is None:
+        from dermbench.report.terminal import compact_tables, to_terminal
+
+        width = shutil.get_terminal_size().columns  # COLUMNS when set, else the terminal's, else 80
+        typer.echo(to_terminal(compact_tables(built["tables"], built["kinds"], metrics), width, built["notes"]), nl=False)
+    else:
+        typer.echo(built["markdown"])
+    for note in built["notes"]:
+        if "--allow-missing-bootstrap" in note:  # skipped files were warned about when read
+            typer.echo(f"warning: {note}", err=True)
     for path in built.get("paths", []):
         typer.echo(f"wrote {path}", err=True)
 
@@ -86,7 +123,9 @@ def compare(
     Holm-corrected claim over the rows with tests that can reach the corrected level."""
     from dermbench.report.compare import ComparisonError, compare_models, format_comparison
     from dermbench.data.tasks import select_tasks
+    from dermbench.run.results import MissingResultFile, forget_warnings
 
+    forget_warnings()
     models = split_list(model) or []
     if len(models) != 2:
         fail(f"compare needs exactly two --model values, got {models}")
@@ -97,6 +136,8 @@ def compare(
         table = compare_models(results or default_results(), models[0], models[1], tasks=tasks, metric=metric,
                                protocol=protocol, alpha=alpha, claim_boot=claim_boot,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
+    except MissingResultFile as exc:
+        missing_file_exit(exc)
     except (ComparisonError, KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_comparison(table))
@@ -131,7 +172,9 @@ def fairness(
         return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)
     from dermbench.report.fairness import fairness_table, format_fairness
     from dermbench.io import atomic_write_text
+    from dermbench.run.results import MissingResultFile, forget_warnings
 
+    forget_warnings()
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
@@ -139,6 +182,8 @@ def fairness(
         table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
                                attribute=attribute, min_samples=min_samples,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
+    except MissingResultFile as exc:
+        missing_file_exit(exc)
     except (KeyError, ValueError) as exc:
         fail(error_text(exc))
     typer.echo(format_fairness(table))

@@ -31,12 +31,17 @@ def results_list(
     if as_json:  # the one --json shape; an empty store is an empty list
         return echo_json("results list", _json_items(_folder(results)))
     from dermbench.run.identity import describe, differing_settings, key_of
-    from dermbench.run.results import iter_results
+    from dermbench.run.results import forget_warnings, iter_results, warn_skipped
 
+    forget_warnings()
     folder = _folder(results)
-    records = list(iter_results(folder))
+    skipped: list = []
+    records = list(iter_results(folder, skipped))
+    for s in skipped:  # named on stderr, one line each: unreadable or not a result
+        warn_skipped(s)
+    skipped_text = f"; {len(skipped)} JSON file(s) skipped (see the warnings)" if skipped else ""
     if not records:
-        typer.echo(f"no results under {folder}")
+        typer.echo(f"no results under {folder}{skipped_text}")
         return
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
@@ -51,7 +56,7 @@ def results_list(
             legacy = "  (layout before keys: `dermbench results migrate`)" if r.get("legacy_layout") else ""
             typer.echo(f"{' · '.join(cell)}  {key_of(r)[:12]}  {shown}{extra}{legacy}")
     typer.echo(f"{len(records)} result(s) in {folder}; {sum(len(v) > 1 for v in groups.values())} "
-               f"(model, task, protocol) with several results", err=True)
+               f"(model, task, protocol) with several results{skipped_text}", err=True)
 
 
 def _json_items(folder: Path) -> list[dict]:

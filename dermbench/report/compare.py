@@ -110,7 +110,9 @@ def _load_bootstrap(results_dir: Path, ra: dict, rb: dict, n: int) -> tuple[np.n
         raise ComparisonError(f"{ra['_path']} names no bootstrap file: rerun it with this dermbench version")
     path = Path(results_dir) / boot["path"]
     if not path.exists():
-        raise ComparisonError(f"bootstrap file {path} (named in {ra['_path']}) is missing")
+        from dermbench.run.results import read_bootstrap
+
+        read_bootstrap(results_dir, ra)  # raises MissingResultFile: the file, and the `dermbench run` line that redraws it
     if boot.get("sha256") and sha256_file(path) != boot["sha256"]:
         raise ComparisonError(f"bootstrap file {path} does not match the sha256 recorded in {ra['_path']}")
     idx = np.load(path)
@@ -223,8 +225,12 @@ def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc",
     from dermbench.stats.metrics import full_index
     from dermbench.run.results import read_predictions
 
+    from dermbench.run.results import MissingResultFile
+
     try:
         pa, pb = read_predictions(ra["_path"]), read_predictions(rb["_path"])
+    except MissingResultFile:
+        raise  # its message names the file and the fix; the command exits 1
     except (OSError, ValueError) as exc:
         raise ComparisonError(f"{ra['task']} · {ra['protocol']}: {exc}") from exc
     _check_paired(ra, rb, pa, pb)

@@ -18,7 +18,7 @@ from dermbench.stats.fairness import (  # noqa: F401  (re-exported)
 def record_fairness(results_dir: Path, record: dict, metric: str = "auroc", attributes: Optional[Sequence[str]] = None,
                     min_samples: int = MIN_SAMPLES, predictions: Optional[pd.DataFrame] = None) -> list[dict]:
     """Fairness rows of one stored result (its predictions and shared resamples read from the store)."""
-    from dermbench.run.results import read_predictions
+    from dermbench.run.results import read_bootstrap, read_predictions
 
     kind = record.get("kind")
     allowed = CLASSIFICATION_METRICS if kind == "classification" else SEGMENTATION_METRICS if kind == "segmentation" else ()
@@ -27,7 +27,7 @@ def record_fairness(results_dir: Path, record: dict, metric: str = "auroc", attr
     preds = read_predictions(record["_path"]) if predictions is None else predictions
     if not any(c.startswith("group_") for c in preds.columns):
         return []
-    shared = np.load(Path(results_dir) / record["bootstrap"]["path"])
+    shared = read_bootstrap(Path(results_dir), record)  # missing: MissingResultFile naming the file and the fix
     return fairness_rows(record, preds, shared, metric, attributes, min_samples)
 
 

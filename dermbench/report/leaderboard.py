@@ -37,13 +37,14 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from dermbench.io import atomic_write_bytes
 from dermbench.run.identity import SELECTION_RULE, Selection, check_same_test_set, select_results
-from dermbench.run.results import iter_results, read_predictions
+from dermbench.run.results import (MissingResultFile, ModifiedResultFile, SkippedFile, iter_results, read_bootstrap,
+                                   read_predictions)
 from dermbench.data.tasks import GROUPS, PAPER_ORDER
 
 from dermbench.report.labels import MAIN_METRIC, METRIC_TITLES, PROTOCOL_ORDER, TABLE_METRICS  # noqa: F401
@@ -143,11 +144,13 @@ class Table:
 # ---------------------------------------------------------------------------------------------
 # Records, metrics, replicates
 # ---------------------------------------------------------------------------------------------
-def load_records(results_dir: Path, rebuild: bool = False, selection: Optional[Selection] = None) -> list[dict]:
+def load_records(results_dir: Path, rebuild: bool = False, selection: Optional[Selection] = None,
+                 skipped: Optional[list[SkippedFile]] = None) -> list[dict]:
     """One record per (model, task, protocol) by the selection rule, each with its ``seed_spread``
     (per metric: sd over the head seeds of otherwise identical results); refuses results of one
-    (task, protocol) on different test sets or resamples."""
-    records = select_records(list(iter_results(results_dir)), selection)
+    (task, protocol) on different test sets or resamples. JSONs that are not readable results are
+    left out: appended to ``skipped`` if given, else warned about on stderr."""
+    records = select_records(list(iter_results(results_dir, skipped)), selection)
     if rebuild:
         for r in records:
             r["metrics"] = recompute_metrics(Path(results_dir), r)
@@ -184,16 +187,23 @@ def recompute_metrics(results_dir: Path, record: dict) -> dict:
     from dermbench.protocols import get_protocol
 
     predictions = read_predictions(record["_path"])
-    boot = np.load(Path(results_dir) / record["bootstrap"]["path"])
+    boot = read_bootstrap(Path(results_dir), record)  # a missing file stops the rebuild, naming the fix
     return evaluate_result(get_protocol(record["protocol"]), record["kind"], predictions, boot)
 
 
 class ReplicateStore:
     """Bootstrap replicates of each stored result's metrics, computed once from its predictions and
-    its shared resample file. None where a result has no per-sample replicates (captions, federated)."""
+    its shared resample file. None where a result has no per-sample replicates (captions, federated).
 
-    def __init__(self, results_dir: Path):
+    A result that has per-sample replicates but whose predictions or bootstrap file is missing: with
+    ``allow_missing=False`` (the leaderboard's default) :class:`MissingResultFile` is raised, naming the
+    file and the fix, so a deleted file cannot silently turn † marks into °; with ``allow_missing=True``
+    the result has no replicates (its cells get °) and the file is listed in ``missing``."""
+
+    def __init__(self, results_dir: Path, allow_missing: bool = True):
         self.results_dir = Path(results_dir)
+        self.allow_missing = allow_missing
+        self.missing: list[Union[MissingResultFile, ModifiedResultFile]] = []
         self._cache: dict[str, Optional[dict[str, np.ndarray]]] = {}
 
     def get(self, record: dict) -> Optional[dict[str, np.ndarray]]:
@@ -205,16 +215,25 @@ class ReplicateStore:
     def _compute(self, record: dict) -> Optional[dict[str, np.ndarray]]:
         from dermbench.stats.evaluation import replicates
 
+        hook = _metric_replicates_hook(record.get("protocol"))
+        if record.get("protocol") != "label-efficiency" and hook is None \
+                and record.get("kind") not in ("classification", "segmentation"):
+            return None  # no per-sample replicates whatever the files hold (captions, federated)
         try:
             predictions = read_predictions(record["_path"])
-            idx = np.load(self.results_dir / record["bootstrap"]["path"])
+            idx = read_bootstrap(self.results_dir, record)
+        except (MissingResultFile, ModifiedResultFile) as exc:
+            if not self.allow_missing:
+                raise
+            if all(str(m.path) != str(exc.path) for m in self.missing):
+                self.missing.append(exc)
+            return None
         except (OSError, ValueError, KeyError):
             return None
         if record.get("protocol") == "label-efficiency":
             from dermbench.protocols.label_efficiency import fraction_replicates
 
             return {k: v["replicates"] for k, v in fraction_replicates(predictions, idx).items()}
-        hook = _metric_replicates_hook(record.get("protocol"))
         if hook is not None:  # several prediction blocks per test image (robustness, transfer)
             return {k: reps for k, (_value, reps) in hook(predictions, idx).items()}
         if record.get("kind") not in ("classification", "segmentation") or predictions["sample_id"].duplicated().any():
@@ -278,8 +297,10 @@ def _cell_record(record: dict, metric: str) -> dict:
             "seed_sd": spread.get("sd"), "n_seeds": spread.get("n")}
 
 
-def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) -> list[Table]:
-    """All tables; with ``results_dir`` each cell also gets its paired-bootstrap p against the column's best."""
+def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None,
+                 replicates: Optional[ReplicateStore] = None) -> list[Table]:
+    """All tables; with ``results_dir`` each cell also gets its paired-bootstrap p against the column's best
+    (from ``replicates``; default: a store that stops on a missing predictions or bootstrap file)."""
     tables = []
     order = {t: i for i, t in enumerate(PAPER_ORDER)}
     sources: dict[int, dict[tuple[str, str], tuple[dict, str]]] = {}  # id(table) -> (model, column) -> (record, metric key)
@@ -329,7 +350,7 @@ def build_tables(records: Sequence[dict], results_dir: Optional[Path] = None) ->
     if results_dir is not None:
         test = _paired_test()
         if test is not None:
-            store = ReplicateStore(Path(results_dir))
+            store = replicates if replicates is not None else ReplicateStore(Path(results_dir), allow_missing=False)
             for t in tables:
                 _add_replicate_statistics(t, sources[id(t)], store, test)
     return tables
@@ -353,13 +374,15 @@ def _add_replicate_statistics(table: Table, src: dict[tuple[str, str], tuple[dic
         if not best_models:
             continue
         ref = best_models[0]
-        ref_reps = reps(ref, column)
+        ref_reps: Optional[np.ndarray] = None
         for m in table.models:
             if (m, column) not in table.cells:
                 continue
             if m in best_models:
                 table.cells[(m, column)]["p_vs_best"] = None
                 continue
+            # read only when a test needs it: a lone model's missing bootstrap file stops nothing
+            ref_reps = reps(ref, column) if ref_reps is None else ref_reps
             mine = reps(m, column)
             value = table.value(m, column)
             if mine is None or ref_reps is None or value is None or mine.shape != ref_reps.shape \
@@ -668,23 +691,120 @@ def _kind_of(records: Sequence[dict], t: Table) -> str:
 # ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
+class FilterError(ValueError):
+    """A --task/--protocol/--metric value the results store has nothing for (the message names the option)."""
+
+
+def _plain_metrics(records: Sequence[dict]) -> list[str]:
+    return sorted({_metric_key_parts(m)[0] for r in records for m in r.get("metrics") or {}})
+
+
+def filter_records(records: Sequence[dict], tasks: Optional[Sequence[str]] = None,
+                   protocols: Optional[Sequence[str]] = None, metrics: Optional[Sequence[str]] = None) -> list[dict]:
+    """The records of the given tasks (task names or group names) and protocols, each value checked against
+    what the records hold (:class:`FilterError` listing what there is); ``metrics`` is only checked here
+    (it selects tables, not records)."""
+    from dermbench.data.tasks import CLASSIFICATION_GROUPS
+
+    if tasks:  # the names `run --task` takes for several groups at once
+        tasks = [g for t in tasks for g in (CLASSIFICATION_GROUPS if t == "classification" else GROUPS if t == "all" else (t,))]
+        tasks = [t for t in tasks if t not in GROUPS or any(r["task_group"] == t for r in records)] or tasks
+    present_tasks = sorted({r["task"] for r in records}, key=lambda t: (PAPER_ORDER.index(t) if t in PAPER_ORDER else 999, t))
+    present_groups = [g for g in GROUPS if any(r["task_group"] == g for r in records)]
+    present_protocols = sorted({r["protocol"] for r in records},
+                               key=lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else 99, p))
+    for option, given, there in (("--task", tasks, present_tasks + present_groups), ("--protocol", protocols, present_protocols),
+                                 ("--metric", metrics, _plain_metrics(records))):
+        unknown = [v for v in given or () if v not in there]
+        if unknown:
+            what = ("tasks: " + ", ".join(present_tasks) + "; groups: " + ", ".join(present_groups)) if option == "--task" \
+                else ", ".join(there)
+            raise FilterError(f"{option} {','.join(unknown)}: not in the results folder; it has {what}")
+    out = [r for r in records
+           if (not tasks or r["task"] in tasks or r["task_group"] in tasks) and (not protocols or r["protocol"] in protocols)]
+    if metrics:
+        out = [r for r in out if any(_metric_key_parts(m)[0] in metrics for m in r.get("metrics") or {})]
+    if not out:
+        raise FilterError(f"no result matches --task {','.join(tasks or ['(any)'])} --protocol "
+                          f"{','.join(protocols or ['(any)'])} --metric {','.join(metrics or ['(any)'])} together; "
+                          f"drop one of them (`dermbench results list` shows what there is)")
+    return out
+
+
+def store_notes(results_dir: Path, skipped: Sequence[SkippedFile],
+                missing: Sequence[Union[MissingResultFile, ModifiedResultFile]]) -> list[str]:
+    """The notes a leaderboard prints under its tables: JSONs not read, and files whose absence left cells
+    without a paired test (°, with --allow-missing-bootstrap)."""
+    notes = [s.line(results_dir) for s in skipped]
+    for m in missing:
+        notes.append(f"{m.what} {_relative(m.path, results_dir)} of {_relative(m.json_path, results_dir)} {m.problem} "
+                     f"(--allow-missing-bootstrap): the cells that use it show ° (no paired test); {m.fix}")
+    return notes
+
+
+def _files_present(results_dir: Path, record: dict) -> bool:
+    """Whether the predictions file and the bootstrap file a result names are both there."""
+    predictions = (record.get("predictions") or {}).get("path")
+    boot = (record.get("bootstrap") or {}).get("path")
+    return bool(predictions) and (Path(record["_path"]).parent / predictions).is_file() \
+        and (not boot or (Path(results_dir) / boot).is_file())
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def notes_markdown(notes: Sequence[str]) -> str:
+    return "" if not notes else "## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
 def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats: Sequence[str] = ("md",),
-                      rebuild: bool = False, figures: bool = True, selection: Optional[Selection] = None) -> dict:
+                      rebuild: bool = False, figures: bool = True, selection: Optional[Selection] = None,
+                      tasks: Optional[Sequence[str]] = None, protocols: Optional[Sequence[str]] = None,
+                      metrics: Optional[Sequence[str]] = None, allow_missing_bootstrap: bool = False) -> dict:
     """Tables from the results store; written to ``out_dir`` in ``formats`` (md, csv, latex, html) if given,
-    with the fairness tables (md, csv) and the figures (SVG) beside them. Returns markdown, tables, paths."""
+    with the fairness tables (md, csv) and the figures (SVG) beside them. Returns markdown, tables, paths,
+    notes (files skipped or missing: also at the end of the markdown) and kinds ((group, protocol) -> kind).
+
+    ``tasks`` (task or group names), ``protocols``, ``metrics``: only these (each checked against the store,
+    :class:`FilterError`). A JSON in the store that is not a readable result is skipped and noted. A result
+    whose predictions or bootstrap file a paired test needs is missing: :class:`MissingResultFile` (naming
+    the file and the `dermbench run` line that makes it again), or with ``allow_missing_bootstrap`` its cells
+    show ° and the file is noted. ``rebuild`` needs every file (it always stops on a missing one)."""
     writers = ("md", "csv", "latex", "html")
     unknown = [f for f in formats if f not in writers]
     if unknown:
         raise ValueError(f"unknown leaderboard format(s) {unknown}; available: {', '.join(writers)}")
     results_dir = Path(results_dir)
-    records = load_records(results_dir, rebuild=rebuild, selection=selection)
+    skipped: list[SkippedFile] = []
+    records = load_records(results_dir, rebuild=False, selection=selection, skipped=skipped)
+    for s in skipped:  # one line on stderr as well as the notes, so a piped table still warns
+        from dermbench.run.results import warn_skipped
+
+        warn_skipped(s)
     if not records:
         raise FileNotFoundError(f"no results under {results_dir}"
-                                + (f" matching {selection.describe()}" if selection else "") + "; run `dermbench run ...` first")
-    tables = build_tables(records, results_dir)
+                                + (f" matching {selection.describe()}" if selection else "")
+                                + (f" ({len(skipped)} JSON file(s) skipped, see the warnings)" if skipped else "")
+                                + "; run `dermbench run ...` first")
+    if tasks or protocols or metrics:
+        records = filter_records(records, tasks, protocols, metrics)
+    if rebuild:
+        for r in records:
+            r["metrics"] = recompute_metrics(results_dir, r)
+    store = ReplicateStore(results_dir, allow_missing=allow_missing_bootstrap)
+    tables = build_tables(records, results_dir, replicates=store)
+    if metrics:
+        tables = [t for t in tables if t.metric in metrics]
+    notes = store_notes(results_dir, skipped, store.missing)
+    kinds = {(r["task_group"], r["protocol"]): r["kind"] for r in records}
     paths: list[Path] = []
     if out_dir is None:
-        return {"markdown": to_markdown(tables), "tables": tables, "paths": paths}
+        markdown = to_markdown(tables) + ("\n" + notes_markdown(notes) if notes else "")
+        return {"markdown": markdown, "tables": tables, "paths": paths, "notes": notes, "kinds": kinds}
 
     import pandas as pd
 
@@ -692,12 +812,19 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     from dermbench.report.fairness import fairness_table, format_fairness
 
     out_dir = Path(out_dir)
+    # the fairness tables and the sections read every result's predictions and resamples: with
+    # --allow-missing-bootstrap, the results missing one are left out of them (and that is noted)
+    readable = [r for r in records if _files_present(results_dir, r)]
+    if len(readable) < len(records):
+        left_out = sorted(_relative(Path(r["_path"]), results_dir) for r in records if r not in readable)
+        notes.append(f"left out of the fairness tables and the sections (a predictions or bootstrap file is missing): "
+                     f"{', '.join(left_out)}")
     # classification subgroups by AUROC, segmentation subgroups by Dice (each kind's main metric)
-    parts = [df for df in (fairness_table(results_dir, metric=m, records=records) for m in FAIRNESS_METRICS) if not df.empty]
+    parts = [df for df in (fairness_table(results_dir, metric=m, records=readable) for m in FAIRNESS_METRICS) if not df.empty]
     fairness_df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FAIRNESS_COLUMNS)
     from dermbench.report.sections import build_sections
 
-    sections = build_sections(results_dir, records)
+    sections = build_sections(results_dir, readable)
     figs = build_figures(records, tables, fairness_df) if figures else []
     if figures:
         figs += [fig for s in sections for fig in s.figures]
@@ -705,6 +832,8 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     for s in sections:
         if s.in_summary:
             markdown += "\n" + s.markdown
+    if notes:
+        markdown += "\n" + notes_markdown(notes)
     files: list[tuple[str, bytes]] = []
     for s in sections:
         if "md" in formats:
@@ -726,15 +855,15 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     if "html" in formats:
         fairness_html = "\n".join(fairness_to_html(df) for df in parts)
         sections_html = "\n".join(s.html for s in sections if s.html)
-        kinds = {(r["task_group"], r["protocol"]): r["kind"] for r in records}
         files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html, kinds).encode("utf-8")))
     files += figs
     for name, data in files:
         path = out_dir / name
         atomic_write_bytes(path, data)
         paths.append(path)
-    return {"markdown": markdown, "tables": tables, "paths": paths, "fairness": fairness_df, "sections": sections}
+    return {"markdown": markdown, "tables": tables, "paths": paths, "fairness": fairness_df, "sections": sections,
+            "notes": notes, "kinds": kinds}
 
 
-__all__ = ["Table", "build_tables", "build_figures", "build_leaderboard", "load_records", "recompute_metrics",
+__all__ = ["FilterError", "Table", "build_tables", "filter_records", "build_figures", "build_leaderboard", "load_records", "recompute_metrics",
            "to_csv", "to_html", "to_latex", "to_markdown", "ReplicateStore"]

@@ -471,3 +471,48 @@ def test_per_setting_tables_for_federated_style_metrics():
     assert per_site.titles == ["mednode", "ph2-cls", "centralised", "local/mednode", "federated-centralised"]
     assert not per_site.has_average and per_site.is_best("b", "auroc@mednode")
     assert "## FL · federated · AUROC by setting" in to_markdown(tables)
+
+
+# --- the terminal leaderboard (issue #16) ---------------------------------------------------------
+def test_terminal_leaderboard_is_one_compact_table_per_group_and_protocol_fitted_to_columns(store, tmp_path):
+    res = runner.invoke(app, ["leaderboard", "--results", str(store)], env={"COLUMNS": "70"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 70, res.stdout
+    titles = [line for line in lines if " · " in line and not line.startswith(("random-vit", "dermino-tiny"))]
+    # main metric only (AUROC for classification): no F1 table, no per-fraction tables, no CIs
+    assert not any("F1" in t for t in titles) and not any("by training fraction" in t for t in titles)
+    assert any(t.startswith("malignancy · linear · AUROC") for t in titles)
+    assert any(t.startswith("multi-category · retrieval · AUROC") for t in titles)
+    assert "[" not in "\n".join(line for line in lines if line.startswith("dermino-tiny"))
+    tables, _ = _markdown_tables(store)
+    lin = tables["multi-category · linear · AUROC"]
+    row = next(line for line in lines[lines.index(next(t for t in titles if t.startswith("multi-category · linear"))):]
+               if line.startswith("random-vit"))
+    for value in lin["random-vit"]:  # the same numbers as the markdown table, in the same column order
+        assert value.split(" [")[0].strip("*") in row
+    # filters: only the asked tasks, protocols and metrics; --out without --format writes the markdown files
+    out = tmp_path / "lb"
+    res = runner.invoke(app, ["leaderboard", "--results", str(store), "--task", "malignancy", "--protocol", "linear",
+                              "--metric", "f1,auroc", "--out", str(out)], env={"COLUMNS": "70"})
+    assert res.exit_code == 0, res.output
+    shown = [line for line in res.stdout.splitlines() if line.startswith("malignancy") or line.startswith("multi-category")]
+    assert shown == ["malignancy · linear · AUROC", "malignancy · linear · F1"], res.stdout
+    assert (out / "leaderboard.md").is_file() and not (out / "leaderboard.csv").exists()
+    assert "## malignancy · linear · F1" in (out / "leaderboard.md").read_text()
+    assert "multi-category" not in (out / "leaderboard.md").read_text().split("## Figures")[0]
+
+
+def _markdown_tables(store):
+    """{table title: {model: [cells]}} from the printed markdown (`--format md`)."""
+    res = runner.invoke(app, ["leaderboard", "--results", str(store), "--format", "md"])
+    assert res.exit_code == 0, res.output
+    tables, title = {}, None
+    for line in res.stdout.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            tables[title] = {}
+        elif title and line.startswith("| ") and not line.startswith("| model"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            tables[title][cells[0]] = cells[1:]
+    return tables, res.stdout

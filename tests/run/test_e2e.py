@@ -90,6 +90,6 @@ def test_rerun_skips_and_overwrite_recomputes_identically(results):
 
 def test_leaderboard_prints_tables_with_cis(results):
     out, _ = results
-    res = runner.invoke(app, ["leaderboard", "--results", str(out)])
+    res = runner.invoke(app, ["leaderboard", "--results", str(out), "--format", "md"])
     assert res.exit_code == 0, res.output
     assert "random-vit" in res.output and "ACNE04" in res.output and "[" in res.output

@@ -116,7 +116,7 @@ def test_weights_are_part_of_the_result_and_untrained_weights_carry_no_contamina
     assert records["dermino-tiny@random"]["contaminated"] is False and records["random-vit"]["contaminated"] is False
     (file_label,) = [m for m in records if m not in ("dermino-tiny", "dermino-tiny@random", "random-vit")]
     assert records[file_label]["contaminated"] == "unknown"
-    res = runner.invoke(app, ["leaderboard", "--results", str(out)])
+    res = runner.invoke(app, ["leaderboard", "--results", str(out), "--format", "md"])
     assert res.exit_code == 0, res.output
     rows = _markdown_rows(res.output)
     assert not any("‡" in c for c in rows["dermino-tiny@random"] + rows["random-vit"])
@@ -140,9 +140,9 @@ def test_several_head_seeds_share_the_split_and_the_leaderboard_shows_their_spre
     records = list(iter_results(out))
     assert sorted(r["seed"] for r in records) == [0, 1, 2]
     assert len({r["split_sha256"] for r in records}) == 1 and len({r["bootstrap"]["sha256"] for r in records}) == 1
-    res = runner.invoke(app, ["leaderboard", "--results", str(out)])
+    res = runner.invoke(app, ["leaderboard", "--results", str(out), "--format", "md"])
     assert res.exit_code == 0 and "3 seeds)" in res.output, res.output
-    res = runner.invoke(app, ["leaderboard", "--results", str(out), "--seed", "1"])
+    res = runner.invoke(app, ["leaderboard", "--results", str(out), "--seed", "1", "--format", "md"])
     assert res.exit_code == 0 and "seeds)" not in res.output.split("## ")[1]
     res = runner.invoke(app, ["results", "list", "--results", str(out)])
     assert res.exit_code == 0 and res.output.count(f"random-vit · {TASK} · linear") == 3 and "head_seed=2" in res.output
