@@ -53,6 +53,15 @@ def _is_terminal(stream: Optional[TextIO]) -> bool:
         return False
 
 
+def _has_width(stream: TextIO) -> bool:
+    """Whether a terminal reports its width (a pty opened without a size reports 0 columns, and tqdm
+    would then fit the bar into nothing)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def progress_enabled(requested: bool = True, stream: Optional[TextIO] = None) -> bool:
     """Whether to draw a bar on ``stream`` (default: the current stderr); see the module docstring."""
     if not requested:
@@ -83,9 +92,18 @@ def progress_bar(iterable: Optional[Iterable] = None, *, step: Union[str, tuple,
     stream = sys.stderr  # looked up now, so a redirected or captured stderr is honoured
     name = step if isinstance(step, str) else step_name(*step)
     terminal = _is_terminal(stream)
+    if not terminal:
+        # A log has no cursor: nested bars (data check's tasks and images) all draw on the current line
+        # instead of moving up and down with escape codes, and each leaves its last state as one line.
+        options.setdefault("position", 0)
+        leave = True
+    dynamic = terminal and _has_width(stream)
+    if not dynamic:
+        # a log, or a terminal that does not say its size (tqdm would take 0 x 0 and draw nothing)
+        options.setdefault("ncols", 100)
+        options.setdefault("nrows", 50)
     return tqdm(iterable, total=total, desc=name, unit=unit, file=stream,
-                disable=not progress_enabled(enabled, stream), leave=leave if terminal else True,
-                dynamic_ncols=terminal, **options)
+                disable=not progress_enabled(enabled, stream), leave=leave, dynamic_ncols=dynamic, **options)
 
 
 def beside_bars(log: Callable[[str], None]) -> Callable[[str], None]:

@@ -82,3 +82,15 @@ def test_log_lines_beside_a_bar(monkeypatch, capsys):
 
 def test_step_name_skips_empty_parts():
     assert step_name("ph2-seg", None, "", "seg-linear", "train") == "ph2-seg · seg-linear · train"
+
+
+def test_a_terminal_gets_a_bar_that_is_removed_when_done(monkeypatch):
+    import sys
+
+    terminal = Terminal()  # reports no size, like a pty opened without one: the bar falls back to 100 columns
+    monkeypatch.setattr(sys, "stderr", terminal)
+    for _ in progress_bar(range(3), step=("isic2018", "seg-linear", "predict"), unit="img", mininterval=0):
+        pass
+    frames = terminal.getvalue().split("\r")
+    assert any(f.startswith("isic2018 · seg-linear · predict: 100%") and "3/3 [" in f for f in frames), frames
+    assert frames[-1].strip() == ""  # cleared: the terminal shows the results, not finished bars

@@ -478,4 +478,5 @@ def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed
 
     base = Path(cache_root) if cache_root else cache_dir() / "dermsynth"
     target = base / f"v{VERSION}-s{seed}-x{scale:g}"
-    return build_folder_once(target, "DERMSYNTH.json", lambda tmp: generate(tmp, scale=scale, seed=seed, progress=progress))
+    return build_folder_once(target, "DERMSYNTH.json",
+                             lambda tmp: generate(tmp, scale=scale, seed=seed, progress=progress))
