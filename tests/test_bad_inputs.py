@@ -318,3 +318,19 @@ def test_an_unknown_leaderboard_format_is_a_one_line_error(tmp_path):
     (tmp_path / "r").mkdir()
     res = runner.invoke(app, ["leaderboard", "--results", str(tmp_path / "r"), "--format", "xlsx", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "'xlsx'" in res.output and "Traceback" not in res.output, res.output
+
+
+# --------------------------------------------------------------------------------------------
+# DERMBENCH_PROGRESS: a value it does not understand is named in a warning; the work goes on without it
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_an_unknown_progress_setting_is_named_and_ignored(synth, monkeypatch, value):
+    import dermbench.progress
+
+    monkeypatch.setattr(dermbench.progress, "_warned_values", set())
+    monkeypatch.setenv("DERMBENCH_PROGRESS", value)
+    res = runner.invoke(app, ["data", "check", "--data-root", str(synth), "--task", "mednode"])
+    assert res.exit_code == 0, res.output
+    assert f"DERMBENCH_PROGRESS={value!r}: expected 1" in res.stderr and "Traceback" not in res.output
+    assert "data check · mednode" not in res.stderr  # ignored: no terminal here, so no bar
+    assert "1 of 1 task(s) found" in res.stdout
