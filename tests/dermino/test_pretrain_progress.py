@@ -21,7 +21,8 @@ def data_root(tmp_path_factory) -> Path:
 def test_two_pretraining_steps_show_a_bar_on_rank_0(data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(ENV_VAR, "1")
     logged: list[str] = []
-    cfg = build_config("tiny", **options(data_root, labelled_tasks="", unlabelled_tasks="mednode", epochs=1))
+    cfg = build_config("tiny", **options(data_root, labelled_tasks="", unlabelled_tasks="mednode", epochs=1,
+                                             batch_size=4))
     summary = train(cfg, tmp_path / "run", log=logged.append)
     assert summary["iteration"] == 2 and summary["finished"]
     lines = [line.split("\r")[-1] for line in capsys.readouterr().err.splitlines() if line.strip()]
