@@ -14,4 +14,5 @@ if "DERMBENCH_CACHE" not in os.environ:
     # and never touch the user's ~/.cache.
     os.environ["DERMBENCH_CACHE"] = tempfile.mkdtemp(prefix="dermbench-test-cache-")
 os.environ.pop("DERMBENCH_DATA_ROOT", None)
+os.environ.pop("DERMBENCH_PROGRESS", None)  # bars only where a test forces them (tests/test_progress.py)
 os.environ["DERMBENCH_CONFIG"] = os.path.join(os.environ["DERMBENCH_CACHE"], "no-config.toml")

@@ -457,3 +457,18 @@ def test_run_recomputes_a_truncated_result_of_the_cell_it_would_skip(two_model_s
                               "0.25", "--n-boot", "20", "--quiet", "--output", str(store)])
     assert res.exit_code == 0 and "1 result(s) computed, 0 skipped" in res.output, res.output
     assert json.loads(path.read_text())["metrics"] == intact["metrics"]  # not counted as done; the same numbers again
+
+
+# DERMBENCH_PROGRESS: a value it does not understand is named in a warning; the work goes on without it
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_an_unknown_progress_setting_is_named_and_ignored(synth, monkeypatch, value):
+    import dermbench.progress
+
+    monkeypatch.setattr(dermbench.progress, "_warned_values", set())
+    monkeypatch.setenv("DERMBENCH_PROGRESS", value)
+    res = runner.invoke(app, ["data", "check", "--data-root", str(synth), "--task", "mednode"])
+    assert res.exit_code == 0, res.output
+    assert f"DERMBENCH_PROGRESS={value!r}: expected 1" in res.stderr and "Traceback" not in res.output
+    assert "data check · mednode" not in res.stderr  # ignored: no terminal here, so no bar
+    assert "1 of 1 task(s) found" in res.stdout

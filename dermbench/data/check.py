@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 from dermbench.data.locate import load_task
 from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import sha256_file
+from dermbench.progress import progress_bar
 from dermbench.data.splits import Split, make_split
 from dermbench.data.tasks import TaskCard, get_card
 
@@ -84,7 +85,8 @@ def _split_for(card: TaskCard, data: TaskData, data_root: Path, cache: dict) -> 
     return split
 
 
-def check_task(data_root: Path, card: TaskCard, split_cache: dict) -> TaskReport:
+def check_task(data_root: Path, card: TaskCard, split_cache: dict, progress: bool = False) -> TaskReport:
+    """The report of one task (``progress``: a bar over the images decoded, ``data check · <task> · decode``)."""
     try:
         data = load_task(data_root, card)
     except DatasetError as exc:
@@ -102,7 +104,9 @@ def check_task(data_root: Path, card: TaskCard, split_cache: dict) -> TaskReport
         report.class_counts = {c: counts.get(c, 0) for c in data.classes}
     report.official_splits = dict(Counter(s.official_split for s in data.samples if s.official_split))
     by_hash: dict[str, list[str]] = defaultdict(list)
-    for s, digest, error, mask_encoding in _decode_all(data.samples):
+    decoded = progress_bar(_decode_all(data.samples), total=len(data.samples), step=("data check", card.name, "decode"),
+                           unit="img", enabled=progress)
+    for s, digest, error, mask_encoding in decoded:
         by_hash[digest].append(s.id)
         if error:
             report.undecodable.append(error)
@@ -148,9 +152,17 @@ def _decode_all(samples):
         yield from pool.map(_decode_one, samples)
 
 
-def check_data(data_root: Path, cards: Sequence[TaskCard]) -> list[TaskReport]:
+def check_data(data_root: Path, cards: Sequence[TaskCard], progress: bool = True) -> list[TaskReport]:
+    """One report per card, in order; ``progress``: a bar over the tasks and one over each task's images
+    (on a terminal, or forced by DERMBENCH_PROGRESS=1; see dermbench.progress)."""
     cache: dict = {}
-    return [check_task(Path(data_root), card, cache) for card in cards]
+    reports = []
+    with progress_bar(total=len(cards), step="data check", unit="task", enabled=progress) as bar:
+        for card in cards:
+            bar.set_postfix_str(card.name)
+            reports.append(check_task(Path(data_root), card, cache, progress=progress))
+            bar.update()
+    return reports
 
 
 def format_report(reports: Sequence[TaskReport]) -> str:

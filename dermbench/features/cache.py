@@ -159,7 +159,8 @@ class FeatureCache:
                  workers, progress, desc, transforms) -> int:
         """One pass over the shards this process can claim; returns how many it committed."""
         import torch
-        from tqdm.auto import tqdm
+
+        from dermbench.progress import progress_bar
 
         def base(view: str) -> str:  # a named view with its own transform: "<eval|seg>~..."
             return view.split("~")[0]
@@ -222,8 +223,8 @@ class FeatureCache:
         backbone = backbone.to(device)
         committed = 0
         beat = time.monotonic()
-        bar = tqdm(total=sum(len(t) for items in work for _, _, t in items), desc=f"{desc} [{backbone.name}]",
-                   disable=not progress, leave=False)
+        bar = progress_bar(total=sum(len(t) for items in work for _, _, t in items), unit="img", enabled=progress,
+                           step=(desc, backbone.name, f"features ({', '.join(sorted({k for k, _ in requests}))})"))
         try:
             with torch.inference_mode(), autocast(device, precision):
                 for idx, tensors in loader:

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from dermbench.federated.client_app import arrays_to_head, head_to_arrays
 from dermbench.federated.training import init_head
+from dermbench.progress import progress_bar
 
 # The run config of the Flower App (names in Flower's dash style) and its defaults.
 RUN_CONFIG_DEFAULTS: dict[str, Any] = {
@@ -90,8 +91,11 @@ def _reply_order(msg: Message) -> tuple:
     return (-float(metrics["num-examples"]), digest.hexdigest())
 
 
-def run_fedavg(grid: Grid, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Run the federated training described by ``cfg`` (run-config keys) on ``grid``; returns the result."""
+def run_fedavg(grid: Grid, cfg: dict[str, Any], progress: Optional[str] = None) -> dict[str, Any]:
+    """Run the federated training described by ``cfg`` (run-config keys) on ``grid``; returns the result.
+
+    ``progress``: the step name of a bar over the rounds (``<task> · federated · round``), or None for
+    no bar. The bar ticks when a round's aggregated head arrives; it never touches the head."""
     rounds, n_clients = int(cfg["num-server-rounds"]), int(cfg["num-clients"])
     if int(cfg["feature-dim"]) <= 0:
         raise ValueError("run config feature-dim must be the dimension of the clients' features (> 0)")
@@ -100,14 +104,19 @@ def run_fedavg(grid: Grid, cfg: dict[str, Any]) -> dict[str, Any]:
     train_config["total-epochs"] = rounds * int(cfg["local-epochs"])
     heads: dict[int, dict[str, np.ndarray]] = {}
 
+    bar = progress_bar(total=rounds, step=(progress, "round"), unit="round", enabled=progress is not None)
+
     def snapshot(server_round: int, arrays: ArrayRecord) -> Optional[MetricRecord]:
         heads[server_round] = arrays_to_head(arrays)  # the global head after each round (0: initial)
+        if server_round > 0:  # Flower calls this once before the first round, then after every round
+            bar.update()
         return None
 
     strategy = AllClientsFedAvg(n_clients, evaluate=bool(cfg["client-evaluate"]))
-    result = strategy.start(grid=grid, initial_arrays=head_to_arrays(initial), num_rounds=rounds,
-                            timeout=float(cfg["round-timeout"]), train_config=train_config,
-                            evaluate_config=ConfigRecord(), evaluate_fn=snapshot)
+    with bar:
+        result = strategy.start(grid=grid, initial_arrays=head_to_arrays(initial), num_rounds=rounds,
+                                timeout=float(cfg["round-timeout"]), train_config=train_config,
+                                evaluate_config=ConfigRecord(), evaluate_fn=snapshot)
     history = {
         "train": {str(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
         "evaluate": {str(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
@@ -141,8 +150,11 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return {"head": head, "heads": dict(sorted(heads.items())), **meta}
 
 
-def build_server_app(defaults: Optional[dict[str, Any]] = None) -> ServerApp:
-    """A ServerApp; ``defaults`` (simulation) stand in for the run config, which takes precedence."""
+def build_server_app(defaults: Optional[dict[str, Any]] = None, progress: Optional[str] = None) -> ServerApp:
+    """A ServerApp; ``defaults`` (simulation) stand in for the run config, which takes precedence.
+
+    ``progress``: the step name of the bar over rounds (simulation, where the ServerApp runs in this
+    process), None for none; it is not part of the run config, so it changes nothing that is stored."""
     app = ServerApp()
 
     @app.main()
@@ -150,7 +162,7 @@ def build_server_app(defaults: Optional[dict[str, Any]] = None) -> ServerApp:
         cfg = {**RUN_CONFIG_DEFAULTS, **(defaults or {}), **dict(context.run_config)}
         if not cfg["result-path"]:
             raise ValueError("run config result-path is empty: the server needs a file to write the head to")
-        write_result(cfg["result-path"], run_fedavg(grid, cfg), cfg)
+        write_result(cfg["result-path"], run_fedavg(grid, cfg, progress), cfg)
 
     return app
 

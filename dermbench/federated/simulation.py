@@ -10,7 +10,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 
 
@@ -43,8 +43,11 @@ def _restore_env(*keys: str) -> Iterator[None]:
 
 
 def run(client_paths: Sequence[Path], run_config: dict[str, Any], num_cpus: int = 0,
-        verbose: bool = False) -> dict[str, Any]:
-    """Run the federated training in simulation; returns :func:`server_app.read_result` of its result file."""
+        verbose: bool = False, progress: Optional[str] = None) -> dict[str, Any]:
+    """Run the federated training in simulation; returns :func:`server_app.read_result` of its result file.
+
+    ``progress``: the step name of a bar over the rounds (the ServerApp runs in a thread of this process,
+    so the bar is on this process's stderr), or None for none."""
     from flwr.simulation import run_simulation
 
     from dermbench.federated.client_app import build_client_app
@@ -60,7 +63,7 @@ def run(client_paths: Sequence[Path], run_config: dict[str, Any], num_cpus: int 
     result_path = Path(run_config["result-path"])
     result_path.unlink(missing_ok=True)
     with _restore_env("PYTHONPATH"), quiet_flower(verbose):
-        run_simulation(server_app=build_server_app(run_config),
+        run_simulation(server_app=build_server_app(run_config, progress=progress),
                        client_app=build_client_app([str(p) for p in client_paths]),
                        num_supernodes=n, backend_name="ray", backend_config=backend_config,
                        verbose_logging=verbose)

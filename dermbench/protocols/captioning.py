@@ -31,6 +31,7 @@ import pandas as pd
 
 from dermbench.data.sample import DatasetError, Sample
 from dermbench.io import sha256_file
+from dermbench.progress import progress_bar, step_name
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
 from dermbench.data.synth import is_dermsynth
 from dermbench.protocols.tiny_lm import (BIOMISTRAL_ID, DEFAULT_PROMPT, TINY_LM_ID, default_llm_for, ensure_tiny_lm,
@@ -237,10 +238,11 @@ def _autocast(device: str):
 
 
 def train_caption_model(model: CaptionModel, features: np.ndarray, caption_ids: list[list[int]], config: dict[str, Any],
-                        seed: int, device: str = "cpu", progress: bool = False) -> list[float]:
-    """AdamW on projection (lr_projection) and LoRA (lr_lora); returns the loss of every step."""
+                        seed: int, device: str = "cpu", progress: bool = False, step: str = "captioning") -> list[float]:
+    """AdamW on projection (lr_projection) and LoRA (lr_lora); returns the loss of every step.
+
+    ``step`` names the progress bar (``<task> · captioning``)."""
     import torch
-    from tqdm.auto import tqdm
 
     lora_params = [p for n, p in model.llm.named_parameters() if p.requires_grad]
     if not lora_params:
@@ -257,13 +259,16 @@ def train_caption_model(model: CaptionModel, features: np.ndarray, caption_ids: 
     model.projection.train()
     # LoRA dropout draws from the global generator: fork it so that a run is reproducible and
     # leaves the caller's random state alone.
-    with torch.random.fork_rng(devices=[]):
+    steps_per_epoch = -(-len(x) // bs)
+    # one bar over every step of every epoch, so its time left is the whole training's
+    with torch.random.fork_rng(devices=[]), progress_bar(total=epochs * steps_per_epoch, step=(step, "train"),
+                                                         unit="step", enabled=progress) as bar:
         torch.manual_seed(seed)
         for epoch in range(epochs):
+            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}" + (f", loss {losses[-1]:.4f}" if losses else ""),
+                                refresh=False)
             order = torch.randperm(len(x), generator=g).tolist()
-            steps = range(0, len(order), bs)
-            for start in tqdm(steps, desc=f"caption training, epoch {epoch + 1}/{epochs}", disable=not progress,
-                              leave=False):
+            for start in range(0, len(order), bs):
                 batch = order[start : start + bs]
                 with _autocast(device):
                     loss = model.loss(x[batch], [caption_ids[i] for i in batch])
@@ -271,25 +276,27 @@ def train_caption_model(model: CaptionModel, features: np.ndarray, caption_ids: 
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
+                bar.update()
     model.llm.eval()
     model.projection.eval()
     return losses
 
 
 def generate_captions(model: CaptionModel, features: np.ndarray, max_new_tokens: int, batch_size: int,
-                      device: str = "cpu", progress: bool = False) -> tuple[list[str], int]:
+                      device: str = "cpu", progress: bool = False, step: str = "captioning") -> tuple[list[str], int]:
     """Greedy captions for every row of ``features``, in order; and how many hit the token limit."""
     import torch
-    from tqdm.auto import tqdm
 
     x = torch.as_tensor(features, dtype=torch.float32)
     texts: list[str] = []
     unfinished = 0
-    with torch.inference_mode(), _autocast(device):
-        for start in tqdm(range(0, len(x), batch_size), desc="caption decoding", disable=not progress, leave=False):
+    with torch.inference_mode(), _autocast(device), \
+            progress_bar(total=len(x), step=(step, "decode"), unit="img", enabled=progress) as bar:
+        for start in range(0, len(x), batch_size):
             batch_texts, batch_unfinished = model.generate(x[start : start + batch_size], max_new_tokens)
             texts += batch_texts
             unfinished += batch_unfinished
+            bar.update(len(batch_texts))
     return texts, unfinished
 
 
@@ -340,9 +347,11 @@ class Captioning(Protocol):
         n_truncated = sum(len(ids) > max_tokens for ids in encoded)
         caption_ids = [ids[:max_tokens] for ids in encoded]
 
-        losses = train_caption_model(model, features["train"], caption_ids, cfg, ctx.seed, ctx.device, ctx.progress)
+        step = step_name(ctx.card.name, self.name)
+        losses = train_caption_model(model, features["train"], caption_ids, cfg, ctx.seed, ctx.device, ctx.progress,
+                                     step=step)
         generated, unfinished = generate_captions(model, features["test"], int(cfg["max_new_tokens"]),
-                                                  int(cfg["decode_batch_size"]), ctx.device, ctx.progress)
+                                                  int(cfg["decode_batch_size"]), ctx.device, ctx.progress, step=step)
         predictions = pd.DataFrame({"sample_id": [s.id for s in test], "reference": test_captions,
                                     "generated": generated})
 

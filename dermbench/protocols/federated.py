@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermbench.progress import step_name
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
 from dermbench.protocols.classification import global_features, predictions_table
 
@@ -116,7 +117,8 @@ class Federated(Protocol):
             if engine == "simulation":
                 from dermbench.federated import simulation
 
-                result = simulation.run(paths, run_config, num_cpus=int(cfg["ray_num_cpus"]), verbose=bool(cfg["verbose"]))
+                result = simulation.run(paths, run_config, num_cpus=int(cfg["ray_num_cpus"]), verbose=bool(cfg["verbose"]),
+                                        progress=step_name(ctx.card.name, self.name) if ctx.progress else None)
             else:
                 from dermbench.federated import deployment
 

@@ -31,6 +31,7 @@ from dermbench.data.sample import DatasetError, Sample
 from dermbench.stats.metrics import EMPTY_RULE, mask_scores  # noqa: F401  (re-exported)
 from dermbench.features import seg_input_size
 from dermbench.io import atomic_write_bytes, atomic_write_text
+from dermbench.progress import progress_bar
 from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
 
 SCORE_AT = ("224", "original")
@@ -238,25 +239,31 @@ class _SegmentationProtocol(Protocol):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=0.0)
         losses: list[float] = []
         head.train()
-        for _ in range(epochs):
-            total = 0.0
-            for idx in train_batches(len(train), bs, rng):
-                logits = F.interpolate(head(self._inputs(train_feats, idx, ctx.device)), size=(size, size),
-                                       mode="bilinear", align_corners=False)
-                loss = F.cross_entropy(logits, train_masks[idx].to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(idx)
-            losses.append(round(total / len(train), 5))
+        # one bar over every step of every epoch (its time left is the whole training's); it only counts
+        with progress_bar(total=steps, step=(ctx.card.name, self.name, "train"), unit="step", enabled=ctx.progress) as bar:
+            for epoch in range(epochs):
+                total = 0.0
+                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}" + (f", loss {losses[-1]:.4f}" if losses else ""),
+                                    refresh=False)
+                for idx in train_batches(len(train), bs, rng):
+                    logits = F.interpolate(head(self._inputs(train_feats, idx, ctx.device)), size=(size, size),
+                                           mode="bilinear", align_corners=False)
+                    loss = F.cross_entropy(logits, train_masks[idx].to(ctx.device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * len(idx)
+                    bar.update()
+                losses.append(round(total / len(train), 5))
 
         head.eval()
         test_feats = self.features(ctx, test, "test")
         writer = _MaskWriter(ctx.artifacts_dir / "masks") if cfg["save_masks"] else None
         n_figure = int(cfg["num_figure_images"])
         rows, figure_items = [], []
-        with torch.no_grad():
+        bar = progress_bar(total=len(test), step=(ctx.card.name, self.name, "predict"), unit="img", enabled=ctx.progress)
+        with torch.no_grad(), bar:
             for start in range(0, len(test), bs):
                 idx = np.arange(start, min(start + bs, len(test)))
                 raw = head(self._inputs(test_feats, idx, ctx.device)).float()
@@ -272,6 +279,7 @@ class _SegmentationProtocol(Protocol):
                         writer.add(sample.id, pred)
                     if len(figure_items) < n_figure:
                         figure_items.append((sample, truth, pred))
+                bar.update(len(idx))
 
         artifacts = []
         if figure_items:

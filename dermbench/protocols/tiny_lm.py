@@ -183,7 +183,8 @@ def pretrain(model, prefix: list[int], suffix: list[int], targets: list[list[int
              progress: bool = False) -> list[float]:
     """Pre-train on ``prefix + slot + suffix + target`` with the loss on the target; returns every step's loss."""
     import torch
-    from tqdm.auto import tqdm
+
+    from dermbench.progress import progress_bar
 
     g = torch.Generator().manual_seed(int(p["seed"]))
     opt = torch.optim.AdamW(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
@@ -198,7 +199,7 @@ def pretrain(model, prefix: list[int], suffix: list[int], targets: list[list[int
     losses: list[float] = []
     order = torch.randperm(len(targets), generator=g).tolist()
     pos = 0
-    for _ in tqdm(range(steps), desc="pre-training tiny-lm", disable=not progress, leave=False):
+    for _ in progress_bar(range(steps), step=("tiny-lm", "pre-train"), unit="step", enabled=progress):
         if pos + bs > len(order):
             order, pos = torch.randperm(len(targets), generator=g).tolist(), 0
         sequences = []
@@ -226,11 +227,14 @@ def pretrain(model, prefix: list[int], suffix: list[int], targets: list[list[int
 
 @contextlib.contextmanager
 def hf_progress_bars(enabled: bool):
-    """transformers draws its own bars when it loads or saves weights; keep them off in quiet runs."""
+    """transformers draws its own bars when it loads or saves weights; keep them off wherever dermbench's
+    own bars are off (quiet runs, logs: :func:`dermbench.progress.progress_enabled`)."""
     from transformers.utils import logging as hf_logging
 
+    from dermbench.progress import progress_enabled
+
     was_enabled = hf_logging.is_progress_bar_enabled()
-    if not enabled:
+    if not progress_enabled(enabled):
         hf_logging.disable_progress_bar()
     try:
         yield

@@ -173,7 +173,7 @@ def resolve_run(settings: RunSettings, log: Callable[[str], None] = print, check
     if data_root is None:
         from dermbench.data.synth import ensure_dermsynth
 
-        data_root = ensure_dermsynth(scale=settings.synth_scale)
+        data_root = ensure_dermsynth(scale=settings.synth_scale, progress=settings.progress)
         log(f"No --data-root given: using the embedded synthetic benchmark DermSynth at {data_root}")
     else:
         log(f"Data root: {data_root} (from {source})")

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from dermbench.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from dermbench.progress import beside_bars, progress_bar
 from dermino.pretrain import checkpoint as ckpt_io
 from dermino.pretrain.augment import MultiCropAugmentation
 from dermino.pretrain.config import LOSSES, PretrainConfig, config_from_dict
@@ -292,6 +293,11 @@ def _train(cfg: PretrainConfig, out_dir: Path, state: Optional[dict], resume_pat
 
     history: list[dict[str, float]] = []
     log_path = out_dir / "log.jsonl"
+    # Iterations done / to do, with the time left to `stop`; on rank 0 only (one bar, not one per process).
+    # The log lines are written beside it so that they do not tear it apart.
+    bar = progress_bar(total=stop, initial=start, step=("pretrain", cfg.preset, "iteration"), unit="it",
+                       enabled=info.main)
+    say = beside_bars(say) if not bar.disable else say
     tic = time.perf_counter()
     it = start
     for batch in loader:
@@ -339,6 +345,7 @@ def _train(cfg: PretrainConfig, out_dir: Path, state: Optional[dict], resume_pat
             torch._foreach_add_(teacher_params, [_local(s).detach() for _, s in ema_pairs],
                                 alpha=1 - values["momentum"])
         it += 1
+        bar.update()
         if it % cfg.run.log_every == 0 or it == stop:
             shown = torch.stack([v.detach().float() for v in losses.values()] + [total_loss.detach().float()])
             dist.all_reduce(shown)
@@ -352,8 +359,10 @@ def _train(cfg: PretrainConfig, out_dir: Path, state: Optional[dict], resume_pat
                 with open(log_path, "a") as f:
                     f.write(json.dumps(entry) + "\n")
                 say(" ".join(f"{k} {v}" for k, v in entry.items()))
+            bar.set_postfix_str(f"loss {entry['total']:.4f}", refresh=False)
         if cfg.run.checkpoint_every and it % cfg.run.checkpoint_every == 0 and it < stop:
             save(it)
+    bar.close()
     path, teacher_state = save(it)
     finished = it >= total
     summary = {"iteration": it, "total_iterations": total, "finished": finished, "checkpoint": str(path),

@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from dermbench.io import build_folder_once
+from dermbench.progress import progress_bar
 from dermbench.data.synth.render import LesionStyle, jitter_style, render
 from dermbench.data.synth.styles import ACNE_COUNTS, CLASS_ENTITY, ENTITIES
 
@@ -32,6 +33,7 @@ class Writer:
         self.seed = seed
         self.scale = scale
         self.image_size = image_size
+        self.images_written = 0  # shown by the progress bar; nothing reads it to decide what to write
 
     def n(self, base: int, minimum: int = 2) -> int:
         return max(minimum, int(round(base * self.scale)))
@@ -59,6 +61,7 @@ class Writer:
         if mask_path is not None:
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             _save(Image.fromarray((mask * 255).astype(np.uint8), mode="L"), mask_path, mask_fmt)
+        self.images_written += 1
         return img
 
 
@@ -415,16 +418,24 @@ WRITERS: dict[str, Callable[[Writer], dict]] = {
 
 
 def generate(out_dir: Path, scale: float = 1.0, seed: int = 0, datasets: Optional[list[str]] = None,
-             image_size: "int | tuple[int, int]" = 128) -> Path:
+             image_size: "int | tuple[int, int]" = 128, progress: bool = True) -> Path:
     """Write DermSynth into ``out_dir`` (official layouts). Same arguments, same bytes.
 
     image_size: an int is the mean side of square images (each jittered by 0.875-1.25x); a
     (width, height) pair makes every image exactly that size, as a camera does (ISIC-like JPEGs
-    of 1024x768 or 3000x2000 for decode benchmarks)."""
+    of 1024x768 or 3000x2000 for decode benchmarks).
+    progress: a bar over the datasets (``DermSynth · generate``, on a terminal; see dermbench.progress)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     w = Writer(out_dir, seed, scale, image_size)
-    counts = {name: WRITERS[name](w) for name in (datasets or list(WRITERS))}
+    names = list(datasets or WRITERS)
+    counts = {}
+    with progress_bar(total=len(names), step=("DermSynth", "generate"), unit="dataset", enabled=progress) as bar:
+        for name in names:
+            bar.set_postfix_str(f"{name}, {w.images_written} images so far", refresh=False)
+            counts[name] = WRITERS[name](w)
+            bar.update()
+        bar.set_postfix_str(f"{w.images_written} images", refresh=True)
     manifest = {"generator": "dermbench DermSynth", "version": VERSION, "seed": seed, "scale": scale,
                 "image_size": list(image_size) if isinstance(image_size, tuple) else image_size, "counts": counts}
     (out_dir / "DERMSYNTH.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -459,10 +470,13 @@ def is_dermsynth(path: Path) -> bool:
     return any((p / "DERMSYNTH.json").is_file() for p in (path, *path.parents))
 
 
-def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed: int = 0) -> Path:
-    """The cached DermSynth copy, generated on first use (into a temporary folder, then renamed)."""
+def ensure_dermsynth(cache_root: Optional[Path] = None, scale: float = 1.0, seed: int = 0,
+                     progress: bool = True) -> Path:
+    """The cached DermSynth copy, generated on first use (into a temporary folder, then renamed;
+    ``progress``: the generation's bar, see :func:`generate`)."""
     from dermbench.config import cache_dir
 
     base = Path(cache_root) if cache_root else cache_dir() / "dermsynth"
     target = base / f"v{VERSION}-s{seed}-x{scale:g}"
-    return build_folder_once(target, "DERMSYNTH.json", lambda tmp: generate(tmp, scale=scale, seed=seed))
+    return build_folder_once(target, "DERMSYNTH.json",
+                             lambda tmp: generate(tmp, scale=scale, seed=seed, progress=progress))
