@@ -104,14 +104,64 @@ class DecodedViews:
         return i, tuple(t(image) for t in self.transforms)
 
 
-def forward(backbone, kind: str, batch, level_indices) -> list[np.ndarray]:
+class NonFiniteFeatures(RuntimeError):
+    """A backbone gave NaN or infinite features for an image (e.g. weights whose tensors hold NaN): the
+    features must not reach a head, whose metrics would then be silently meaningless (AUROC 0 was stored)."""
+
+    def __init__(self, backbone_name: str, kind: str, path: Optional[Path], cause: str, sample: str = ""):
+        self.backbone_name, self.kind, self.path, self.cause = backbone_name, kind, path, cause
+        image = f"image {path}" if path is not None else "an image of the batch"
+        if sample:  # the run knows which sample(s) of which task the file is
+            image = f"{sample} ({image})"
+        super().__init__(
+            f"backbone {backbone_name} gave {cause} for {image}; the weights hold NaN/inf values or "
+            "the forward overflows: check the weights file (`dermbench weights check`), try --precision fp32, or "
+            "leave --weights out for the released weights")
+
+
+def _first_bad_row(finite_rows) -> int:
+    return int(np.flatnonzero(~np.asarray(finite_rows))[0])
+
+
+def _check_finite(backbone, kind: str, outputs, paths: Optional[Sequence[Path]]) -> None:
+    """Raise :class:`NonFiniteFeatures` naming the first image of the batch whose features are not finite.
+    One reduction per output on the device (``torch.isfinite``): cheap beside the forward."""
+    import torch
+
+    for out in outputs:
+        finite = torch.isfinite(out).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            row = _first_bad_row(finite.cpu().numpy())
+            raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None,
+                                    f"non-finite (NaN or inf) {kind} features")
+
+
+def _check_stored(backbone, kind: str, arrays: list[np.ndarray], paths: Optional[Sequence[Path]]) -> None:
+    """Token and level maps are stored as float16: a finite value beyond 65504 becomes inf there."""
+    for a in arrays:
+        finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        if not finite.all():
+            row = _first_bad_row(finite)
+            raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None,
+                                    f"{kind} features beyond the float16 range (inf once stored)")
+
+
+def forward(backbone, kind: str, batch, level_indices, paths: Optional[Sequence[Path]] = None) -> list[np.ndarray]:
     """One kind's outputs for a batch, on the host, in the dtype the cache stores (global float32,
-    tokens and levels float16: they are large and feed trained heads)."""
+    tokens and levels float16: they are large and feed trained heads). Non-finite outputs raise
+    :class:`NonFiniteFeatures` naming the image (``paths``: the batch's files, in order)."""
     if kind == "global":
-        return [backbone.forward_global(batch).float().cpu().numpy().astype(np.float32)]
-    if kind == "tokens":
-        return [backbone.forward_tokens(batch).float().cpu().numpy().astype(np.float16)]
-    return [o.float().cpu().numpy().astype(np.float16) for o in backbone.forward_levels(batch, level_indices)]
+        outputs = [backbone.forward_global(batch)]
+    elif kind == "tokens":
+        outputs = [backbone.forward_tokens(batch)]
+    else:
+        outputs = list(backbone.forward_levels(batch, level_indices))
+    _check_finite(backbone, kind, outputs, paths)
+    dtype = np.float32 if kind == "global" else np.float16
+    arrays = [o.float().cpu().numpy().astype(dtype) for o in outputs]
+    if dtype == np.float16:
+        _check_stored(backbone, kind, arrays, paths)
+    return arrays
 
 
 @dataclass
