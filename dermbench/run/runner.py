@@ -91,19 +91,26 @@ class TaskChecks:
     untagged: int = 0  # --split official: samples without a train/val/test tag, left out
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train id, test id) with identical images
     example: str = ""  # one duplicate pair, with its files
+    data_root: Optional[Path] = None  # for the `data check` command the warning suggests
+    n_samples: int = 0
 
     @property
     def warnings(self) -> list[str]:
         out = []
         if self.untagged:
-            out.append(f"--split official left out {self.untagged} image(s) that have no split tag "
+            out.append(f"--split official left out {self.untagged} of {self.n_samples} images that have no split tag "
                        f"(listed in {self.split_path})")
         if self.duplicates:
             out.append(f"{len(self.duplicates)} train/test pair(s) are the same image (identical content hash; e.g. "
                        f"{self.example}): test images also seen in training inflate this task's numbers; remove the "
-                       f"duplicates (`dermbench data check --task {self.task}` lists every pair) or run with --strict "
-                       "to refuse such a task")
+                       f"duplicates ({self.check_command} lists every pair) or run with --strict to refuse such a "
+                       "task")
         return out
+
+    @property
+    def check_command(self) -> str:
+        root = f" --data-root {self.data_root}" if self.data_root else ""
+        return f"`dermbench data check{root} --task {self.task}`"
 
     def info(self, split_mode: str) -> dict[str, Any]:
         """The fields added to each result's ``info`` (the counts even when 0: the check was made)."""
@@ -163,7 +170,8 @@ class TaskCache:
             if pairs:
                 a, b = pairs[0]
                 example = f"train {a} ({by_id[a].image}) = test {b} ({by_id[b].image})"
-            self._checks[card.name] = TaskChecks(card.name, split.path, len(split.untagged), pairs, example)
+            self._checks[card.name] = TaskChecks(card.name, split.path, len(split.untagged), pairs, example,
+                                                 self.data_root, len(data.samples))
         return self._checks[card.name]
 
     def data(self, card: TaskCard) -> TaskData:
@@ -256,14 +264,16 @@ class RunStopped(RuntimeError):
 
 class RunOutcomes(list):
     """The outcomes of a run's protocol jobs (a list, as before), with what the run left out before any work:
-    ``refused_models`` (model label -> why: its weights are missing) and ``missing_tasks`` (task -> why: not
-    found under the data root, for tasks not named on the command line), and ``planned``: how many protocol
-    jobs the plan held after them."""
+    ``refused_models`` (model label -> why: its weights are missing), ``missing_tasks`` (task -> why: not
+    found under the data root) and ``unusable_tasks`` (task -> why: found, but it cannot be read or split),
+    both for tasks not named on the command line, and ``planned``: how many protocol jobs the plan held after
+    them."""
 
-    def __init__(self, outcomes=(), refused_models=None, missing_tasks=None, planned: int = 0):
+    def __init__(self, outcomes=(), refused_models=None, missing_tasks=None, unusable_tasks=None, planned: int = 0):
         super().__init__(outcomes)
         self.refused_models: dict[str, str] = dict(refused_models or {})
         self.missing_tasks: dict[str, str] = dict(missing_tasks or {})
+        self.unusable_tasks: dict[str, str] = dict(unusable_tasks or {})
         self.planned = planned
 
     @property
@@ -292,6 +302,7 @@ class Preflight:
     jobs: list[Job]
     refused_models: dict[str, str] = field(default_factory=dict)
     missing_tasks: dict[str, str] = field(default_factory=dict)
+    unusable_tasks: dict[str, str] = field(default_factory=dict)
 
 
 def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] = print) -> Preflight:
@@ -329,30 +340,44 @@ def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None]
                            "(layout: docs/datasets.md), or leave it out to run on the embedded DermSynth "
                            "(`dermbench data synth --out DIR` writes a copy)")
     tasks = TaskCache(data_root, Path(settings.output), settings.split_seed, settings.split_mode)
+    from dermbench.data.locate import find_task_root
+
     missing: dict[str, str] = {}
+    unusable: dict[str, str] = {}
     for task in dict.fromkeys(j.task for j in jobs):
         card = get_card(task)
+        explicit = any(j.explicit for j in jobs if j.task == task)
         try:
-            checks = tasks.checks(card)
+            if card.adapter != "federated":  # a federation finds its sites under the data root itself
+                find_task_root(data_root, card)
         except DatasetError as exc:
-            if any(j.explicit for j in jobs if j.task == task):
-                raise DatasetError(f"--task {task}: {exc}. Pass --data-root DIR where the dataset lies (layout: "
+            if explicit:
+                said = str(exc).removeprefix(f"task {task}: ")
+                raise DatasetError(f"--task {task}: {said}. Pass --data-root DIR where the dataset lies (layout: "
                                    "docs/datasets.md; `dermbench data check --data-root DIR` shows what each task "
                                    "finds), or leave --data-root out to run on the embedded DermSynth "
                                    "(`dermbench data synth --out DIR` writes a copy)") from None
             missing[task] = str(exc)
             continue
-        for warning in checks.warnings:
-            log(f"{task}: {warning}")
+        try:
+            checks = tasks.checks(card)  # reads the task (its adapter), splits it, hashes its images
+        except DatasetError as exc:  # the message names the file or the class, and the fix
+            if explicit:
+                raise
+            unusable[task] = str(exc)
+            log(f"{task}: not run: {exc}")
+            continue
         if settings.strict and checks.duplicates:
             raise DatasetError(f"--strict: task {task}: {len(checks.duplicates)} train/test pair(s) are the same "
                                f"image (e.g. {checks.example}); remove the duplicates from the dataset "
-                               f"(`dermbench data check --task {task}` lists every pair), or run without --strict "
+                               f"({checks.check_command} lists every pair), or run without --strict "
                                "(the count is then stored in each result)")
+        for warning in checks.warnings:
+            log(f"{task}: {warning}")
     if missing:
         log(f"{len(missing)} task(s) not found under {data_root}, not run: {', '.join(missing)} "
             f"(`dermbench data check --data-root {data_root}` says what each needs)")
-    return Preflight([j for j in jobs if j.task not in missing], refused, missing)
+    return Preflight([j for j in jobs if j.task not in missing and j.task not in unusable], refused, missing, unusable)
 
 
 def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, executor=None) -> RunOutcomes:
@@ -369,7 +394,7 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, exe
     save_plan(resolved.output, settings_record(resolved), jobs)
     outcomes = (executor or LocalExecutor()).execute(resolved, jobs, run_jobs, log) if jobs else []
     protocol_outcomes = RunOutcomes([o for o in outcomes if o.protocol != "features"], checked.refused_models,
-                                    checked.missing_tasks, planned=sum(j.stage == "protocol" for j in jobs))
+                                    checked.missing_tasks, checked.unusable_tasks, planned=sum(j.stage == "protocol" for j in jobs))
     if outcomes or not jobs or not getattr(executor, "returns_at_once", False):
         _summarise(protocol_outcomes, log)
     fatal = [o for o in outcomes if o.fatal]
@@ -688,3 +713,5 @@ def _summarise(outcomes: RunOutcomes, log) -> None:
         log(f"  not run, weights missing: {', '.join(outcomes.refused_models)}")
     if outcomes.missing_tasks:
         log(f"  not run, not found under the data root: {', '.join(outcomes.missing_tasks)}")
+    if outcomes.unusable_tasks:
+        log(f"  not run, data unusable (see its line above): {', '.join(outcomes.unusable_tasks)}")
