@@ -158,7 +158,8 @@ def forward(backbone, kind: str, batch, level_indices, paths: Optional[Sequence[
         outputs = list(backbone.forward_levels(batch, level_indices))
     _check_finite(backbone, kind, outputs, paths)
     dtype = np.float32 if kind == "global" else np.float16
-    arrays = [o.float().cpu().numpy().astype(dtype) for o in outputs]
+    with np.errstate(over="ignore"):  # an overflow to float16 is caught just below, naming the image
+        arrays = [o.float().cpu().numpy().astype(dtype) for o in outputs]
     if dtype == np.float16:
         _check_stored(backbone, kind, arrays, paths)
     return arrays
