@@ -343,12 +343,11 @@ def _leaks_found_by_data_check(root: Path) -> int:
 
 def test_train_test_duplicates_are_said_once_and_counted_in_every_result(synth, tmp_path):
     root, out = _leaky_ddi(synth, tmp_path), tmp_path / "results"
-    res = runner.invoke(app, ["run", "--model", "random-vit", "--protocol", "retrieval,linear", "--n-boot", "20",
-                              "--quiet", "--task", "ddi", "--data-root", str(root), "--output", str(out)])
+    res = _run(["--seed", "0,1", "--task", "ddi", "--data-root", str(root), "--output", str(out)])  # two results
     assert res.exit_code == 0, res.output
     leaks = _leaks_found_by_data_check(root)
     assert leaks > 0
-    assert res.output.count("train/test pair(s) are the same image") == 1  # once per task, not per protocol
+    assert res.output.count("train/test pair(s) are the same image") == 1  # once per task, not per job
     assert f"ddi: {leaks} train/test pair(s)" in res.output and str(root / "ddi") in res.output
     results = _result_files(out)
     assert len(results) == 2
@@ -444,11 +443,11 @@ def test_task_all_runs_what_is_there_and_names_what_is_missing(synth, tmp_path):
 
 def test_missing_weights_are_one_line_per_model_and_its_jobs_are_not_attempted(synth, tmp_path):
     root, out = _copy(synth, tmp_path, "ddi", "MPL5"), tmp_path / "results"
-    args = ["--task", "ddi,mpl5", "--protocol", "retrieval,linear", "--n-boot", "20", "--quiet",
+    args = ["--task", "ddi,mpl5", "--protocol", "retrieval", "--seed", "0,1", "--n-boot", "20", "--quiet",
             "--data-root", str(root), "--output", str(out)]
     res = runner.invoke(app, ["run", "--model", "dermino,random-vit", *args])
     assert res.exit_code == 1, res.output  # the other model ran; the refused one makes the run incomplete
-    assert res.output.count("no weights for dermino") == 1  # not once per task × protocol
+    assert res.output.count("no weights for dermino") == 1  # not once per task × seed
     assert "teacher_checkpoint.pth" in res.output and "--weights" in res.output and "Traceback" not in res.output
     assert {r["model"] for r in _result_files(out)} == {"random-vit"} and not (out / "dermino").exists()
     alone = runner.invoke(app, ["run", "--model", "dermino", *args[:-1], str(tmp_path / "r2")])
