@@ -119,31 +119,29 @@ class NonFiniteFeatures(RuntimeError):
             "leave --weights out for the released weights")
 
 
-def _first_bad_row(finite_rows) -> int:
-    return int(np.flatnonzero(~np.asarray(finite_rows))[0])
+FLOAT16_MAX = 65504.0  # token and level maps are stored as float16: a value beyond this becomes inf there
 
 
-def _check_finite(backbone, kind: str, outputs, paths: Optional[Sequence[Path]]) -> None:
-    """Raise :class:`NonFiniteFeatures` naming the first image of the batch whose features are not finite.
-    One reduction per output on the device (``torch.isfinite``): cheap beside the forward."""
+def _check_finite(backbone, kind: str, outputs, paths: Optional[Sequence[Path]], limit: Optional[float]) -> None:
+    """Raise :class:`NonFiniteFeatures` naming the first image of the batch whose features are NaN or infinite,
+    or (``limit``) beyond what the stored dtype holds.
+
+    Cheap beside the forward: one min/max pass per output on the device (``torch.aminmax``: a NaN anywhere
+    makes both NaN, an inf shows as the max or min); only when that fails is ``torch.isfinite`` asked
+    which image it was."""
     import torch
 
     for out in outputs:
-        finite = torch.isfinite(out).flatten(1).all(dim=1)
-        if not bool(finite.all()):
-            row = _first_bad_row(finite.cpu().numpy())
-            raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None,
-                                    f"non-finite (NaN or inf) {kind} features")
-
-
-def _check_stored(backbone, kind: str, arrays: list[np.ndarray], paths: Optional[Sequence[Path]]) -> None:
-    """Token and level maps are stored as float16: a finite value beyond 65504 becomes inf there."""
-    for a in arrays:
-        finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-        if not finite.all():
-            row = _first_bad_row(finite)
-            raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None,
-                                    f"{kind} features beyond the float16 range (inf once stored)")
+        lo, hi = (float(v) for v in torch.aminmax(out))
+        if np.isfinite(lo) and np.isfinite(hi) and (limit is None or max(-lo, hi) <= limit):
+            continue
+        bad = ~torch.isfinite(out).flatten(1).all(dim=1)
+        cause = f"non-finite (NaN or inf) {kind} features"
+        if not bool(bad.any()):  # finite, but out of the stored dtype's range
+            bad = (out.abs() > limit).flatten(1).any(dim=1)
+            cause = f"{kind} features beyond the float16 range (inf once stored)"
+        row = int(torch.nonzero(bad)[0, 0])
+        raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None, cause)
 
 
 def forward(backbone, kind: str, batch, level_indices, paths: Optional[Sequence[Path]] = None) -> list[np.ndarray]:
@@ -156,13 +154,9 @@ def forward(backbone, kind: str, batch, level_indices, paths: Optional[Sequence[
         outputs = [backbone.forward_tokens(batch)]
     else:
         outputs = list(backbone.forward_levels(batch, level_indices))
-    _check_finite(backbone, kind, outputs, paths)
     dtype = np.float32 if kind == "global" else np.float16
-    with np.errstate(over="ignore"):  # an overflow to float16 is caught just below, naming the image
-        arrays = [o.float().cpu().numpy().astype(dtype) for o in outputs]
-    if dtype == np.float16:
-        _check_stored(backbone, kind, arrays, paths)
-    return arrays
+    _check_finite(backbone, kind, outputs, paths, None if dtype == np.float32 else FLOAT16_MAX)
+    return [o.float().cpu().numpy().astype(dtype) for o in outputs]
 
 
 @dataclass
