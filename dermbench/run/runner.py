@@ -10,6 +10,12 @@ and weights, task card, data, split, protocol settings and version, head seed, b
 replicates); a result whose key is already finished is skipped unless ``overwrite``, and results of
 other settings stay beside it. A failure in one job is reported and the run goes on, and the run
 exits non-zero at the end.
+
+Before any work, :func:`preflight` checks what would otherwise fail or mislead job by job: each
+model's weights once, each task found, loaded and split, and per task the rows ``--split official``
+leaves out and the train/test pairs of identical images (said once, stored in every result of the
+task, refused with ``--strict``). Non-finite features (a backbone with NaN weights) stop the run:
+every later result would be as wrong (:class:`RunStopped`).
 """
 from __future__ import annotations
 
@@ -316,6 +322,7 @@ def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None]
     - per task, once: the images ``--split official`` leaves out for want of a tag, and train/test pairs of
       identical images (refused with ``--strict``: DatasetError).
     """
+    from dermbench.data.locate import find_task_root
     from dermbench.models.weights import WeightsError
     from dermbench.run.plan import weights_problem
 
@@ -340,8 +347,6 @@ def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None]
                            "(layout: docs/datasets.md), or leave it out to run on the embedded DermSynth "
                            "(`dermbench data synth --out DIR` writes a copy)")
     tasks = TaskCache(data_root, Path(settings.output), settings.split_seed, settings.split_mode)
-    from dermbench.data.locate import find_task_root
-
     missing: dict[str, str] = {}
     unusable: dict[str, str] = {}
     for task in dict.fromkeys(j.task for j in jobs):
@@ -394,7 +399,8 @@ def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, exe
     save_plan(resolved.output, settings_record(resolved), jobs)
     outcomes = (executor or LocalExecutor()).execute(resolved, jobs, run_jobs, log) if jobs else []
     protocol_outcomes = RunOutcomes([o for o in outcomes if o.protocol != "features"], checked.refused_models,
-                                    checked.missing_tasks, checked.unusable_tasks, planned=sum(j.stage == "protocol" for j in jobs))
+                                    checked.missing_tasks, checked.unusable_tasks,
+                                    planned=sum(j.stage == "protocol" for j in jobs))
     if outcomes or not jobs or not getattr(executor, "returns_at_once", False):
         _summarise(protocol_outcomes, log)
     fatal = [o for o in outcomes if o.fatal]
