@@ -393,7 +393,7 @@ def test_nan_weights_stop_the_run_naming_the_backbone_and_the_image(synth, tmp_p
     nan_weights = tmp_path / "nan.pth"
     torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
                 for k, v in load_state_dict_file(TINY_WEIGHTS).items()}, nan_weights)
-    root, out = _copy(synth, tmp_path, "ddi"), tmp_path / "results"
+    out = tmp_path / "results"
     res = runner.invoke(app, ["run", "--model", "dermino-tiny", "--weights", str(nan_weights), "--task", "ddi,mpl5",
                               "--protocol", "retrieval,linear", "--n-boot", "20", "--quiet", "--data-root", str(synth),
                               "--output", str(out)])
