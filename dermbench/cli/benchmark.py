@@ -189,9 +189,11 @@ def run(
 ) -> None:
     """Run backbones on tasks with their protocols; results go to the results store.
 
-    Exit codes: 0 when every job was computed or found stored; 1 when a job failed, the run stopped (NaN
-    features), a model was left out for missing weights, or nothing at all was computed or stored; 2 for bad
-    input refused before any work (options, a named task not found, no model with weights, --strict)."""
+    Exit 0: every job computed or found stored.
+
+    Exit 1: a job failed, the run stopped (NaN features), a model was left out for missing weights, or nothing at all was computed or stored.
+
+    Exit 2: bad input refused before any work (an option, a named task not found, no model with weights, --strict)."""
     from dataclasses import replace
 
     from dermbench.run.runner import RunStopped, run_benchmark
