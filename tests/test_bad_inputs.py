@@ -472,3 +472,137 @@ def test_an_unknown_progress_setting_is_named_and_ignored(synth, monkeypatch, va
     assert f"DERMBENCH_PROGRESS={value!r}: expected 1" in res.stderr and "Traceback" not in res.output
     assert "data check · mednode" not in res.stderr  # ignored: no terminal here, so no bar
     assert "1 of 1 task(s) found" in res.stdout
+
+
+# Run-time silences (issue #16): said before any work, refused or stored in every result
+# --------------------------------------------------------------------------------------------
+def _result_files(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in _results(out) if "@" in p.name]
+
+
+def _leaky_ddi(synth: Path, tmp_path: Path, copies: int = 12) -> Path:
+    """ddi with its first image copied over the next ``copies`` (some pairs straddle the seeded split)."""
+    root = _copy(synth, tmp_path, "ddi")
+    images = sorted((root / "ddi").glob("*.png"))
+    for p in images[1 : 1 + copies]:
+        shutil.copy(images[0], p)
+    return root
+
+
+def _leaks_found_by_data_check(root: Path) -> int:
+    res = runner.invoke(app, ["data", "check", "--data-root", str(root), "--task", "ddi"])
+    return res.output.count("LEAK:")
+
+
+def test_train_test_duplicates_are_said_once_and_counted_in_every_result(synth, tmp_path):
+    root, out = _leaky_ddi(synth, tmp_path), tmp_path / "results"
+    res = _run(["--seed", "0,1", "--task", "ddi", "--data-root", str(root), "--output", str(out)])  # two results
+    assert res.exit_code == 0, res.output
+    leaks = _leaks_found_by_data_check(root)
+    assert leaks > 0
+    assert res.output.count("train/test pair(s) are the same image") == 1  # once per task, not per job
+    assert f"ddi: {leaks} train/test pair(s)" in res.output and str(root / "ddi") in res.output
+    results = _result_files(out)
+    assert len(results) == 2
+    for r in results:  # the count is where the numbers are
+        assert r["info"]["n_train_test_duplicates"] == leaks
+        assert any("same image" in w for w in r["info"]["warnings"])
+
+
+def test_strict_refuses_train_test_duplicates_before_any_work(synth, tmp_path):
+    root, out = _leaky_ddi(synth, tmp_path), tmp_path / "results"
+    res = _run(["--task", "ddi", "--data-root", str(root), "--output", str(out), "--strict"])
+    assert res.exit_code == 2, res.output
+    assert "--strict: task ddi" in res.output and "same image" in res.output and "data check" in res.output
+    assert str(root / "ddi") in res.output and "Traceback" not in res.output  # the example pair's files
+    assert _result_files(out) == [] and not (out / "_jobs").exists()
+
+
+def test_untagged_rows_of_an_official_split_are_said_and_counted(synth, tmp_path):
+    root, out = _copy(synth, tmp_path, "MPL5"), tmp_path / "results"
+    manifest = root / "MPL5" / "manifest.csv"
+    df = pd.read_csv(manifest)
+    df["split"] = ""
+    for _, rows in df.groupby("label"):  # per class: train, test, train, then one without a tag
+        df.loc[rows.index[:3], "split"] = ["train", "test", "train"]
+    df.to_csv(manifest, index=False)
+    untagged = int((df["split"] == "").sum())
+    res = _run(["--task", "mpl5", "--split", "official", "--data-root", str(root), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    line = f"mpl5: --split official left out {untagged} of {len(df)} images that have no split tag"
+    assert res.output.count(line) == 1, res.output
+    [result] = _result_files(out)
+    assert result["info"]["n_untagged_left_out"] == untagged
+    split_file = out / result["split"]["path"]
+    assert str(split_file) in res.output and len(json.loads(split_file.read_text())["untagged"]) == untagged
+
+
+def test_nan_weights_stop_the_run_naming_the_backbone_and_the_image(synth, tmp_path):
+    import torch
+
+    from dermbench.models.weights import load_state_dict_file
+    from dermino.backbone import TINY_WEIGHTS
+
+    nan_weights = tmp_path / "nan.pth"
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in load_state_dict_file(TINY_WEIGHTS).items()}, nan_weights)
+    out = tmp_path / "results"
+    res = runner.invoke(app, ["run", "--model", "dermino-tiny", "--weights", str(nan_weights), "--task", "ddi,mpl5",
+                              "--protocol", "retrieval,linear", "--n-boot", "20", "--quiet", "--data-root", str(synth),
+                              "--output", str(out)])
+    assert res.exit_code == 1, res.output
+    error = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "dermino-tiny" in error[0] and str(nan_weights) in error[0]
+    assert "non-finite (NaN or inf) global features for sample" in error[0] and "task ddi" in error[0]
+    assert str(synth / "ddi") in error[0] and "Traceback" not in res.output  # the image file
+    assert _result_files(out) == []  # no AUROC of NaN features stored, for this task or the next
+
+
+def test_a_named_task_that_is_not_found_is_refused_before_any_work(synth, tmp_path):
+    root, out = _copy(synth, tmp_path, "ddi"), tmp_path / "results"
+    res = _run(["--task", "ddi,ph2-cls", "--data-root", str(root), "--output", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "--task ph2-cls" in res.output and str(root) in res.output and "PH2Dataset" in res.output
+    assert "--data-root" in res.output and "dermbench data synth" in res.output and "Traceback" not in res.output
+    assert _result_files(out) == [] and not (out / "_jobs").exists()
+
+
+def test_a_data_root_that_does_not_exist_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "results"
+    res = _run(["--task", "all", "--data-root", str(tmp_path / "nowhere"), "--output", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"--data-root {tmp_path / 'nowhere'}: no such folder" in res.output and "Traceback" not in res.output
+    assert _result_files(out) == []
+
+
+def test_task_all_on_a_data_root_without_datasets_exits_1(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "results"
+    res = _run(["--task", "all", "--data-root", str(tmp_path / "empty"), "--output", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "not found under" in res.output and "ddi" in res.output and "nothing was computed" in res.output
+    assert _result_files(out) == []
+
+
+def test_task_all_runs_what_is_there_and_names_what_is_missing(synth, tmp_path):
+    root, out = _copy(synth, tmp_path, "ddi"), tmp_path / "results"
+    res = _run(["--task", "all", "--data-root", str(root), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "not run, not found under the data root:" in res.output and "mpl5" in res.output
+    assert [r["task"] for r in _result_files(out)] == ["ddi"]
+    again = _run(["--task", "all", "--data-root", str(root), "--output", str(out)])  # resumed: all stored
+    assert again.exit_code == 0 and "1 of them stored earlier" in again.output, again.output
+
+
+def test_missing_weights_are_one_line_per_model_and_its_jobs_are_not_attempted(synth, tmp_path):
+    root, out = _copy(synth, tmp_path, "ddi", "MPL5"), tmp_path / "results"
+    args = ["--task", "ddi,mpl5", "--protocol", "retrieval", "--seed", "0,1", "--n-boot", "20", "--quiet",
+            "--data-root", str(root), "--output", str(out)]
+    res = runner.invoke(app, ["run", "--model", "dermino,random-vit", *args])
+    assert res.exit_code == 1, res.output  # the other model ran; the refused one makes the run incomplete
+    assert res.output.count("no weights for dermino") == 1  # not once per task × seed
+    assert "teacher_checkpoint.pth" in res.output and "--weights" in res.output and "Traceback" not in res.output
+    assert {r["model"] for r in _result_files(out)} == {"random-vit"} and not (out / "dermino").exists()
+    alone = runner.invoke(app, ["run", "--model", "dermino", *args[:-1], str(tmp_path / "r2")])
+    assert alone.exit_code == 2 and "no model of this run has its weights" in alone.output, alone.output
+    assert _result_files(tmp_path / "r2") == []

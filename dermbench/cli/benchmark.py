@@ -211,9 +211,20 @@ def run(
     slurm_setting: Optional[List[str]] = typer.Option(None, "--slurm-setting", help="Any sbatch option as KEY=VALUE, e.g. account=derm, cpus-per-task=8."),
     slurm_group_by: str = typer.Option("task", "--slurm-group-by", help="One array task per model × task ('task') or per model ('model': weights loaded once)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Slurm: wait for the arrays (printing progress), or return once submitted."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse, before any work, a task whose train and test sets "
+                                "share an image (same content hash); without it such a task runs, with a warning "
+                                "and the count stored in each result."),
 ) -> None:
-    """Run backbones on tasks with their protocols; results go to the results store."""
-    from dermbench.run.runner import run_benchmark
+    """Run backbones on tasks with their protocols; results go to the results store.
+
+    Exit 0: every job computed or found stored.
+
+    Exit 1: a job failed, the run stopped (NaN features), a model was left out for missing weights, or nothing at all was computed or stored.
+
+    Exit 2: bad input refused before any work (an option, a named task not found, no model with weights, --strict)."""
+    from dataclasses import replace
+
+    from dermbench.run.runner import RunStopped, run_benchmark
 
     output = results_option(results, old_output)
     device = device_option(device, on_this_machine=executor != "slurm")  # Slurm: checked on the nodes
@@ -221,13 +232,20 @@ def run(
         device = "cuda" if slurm_gpus else "cpu"
     settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
                                      overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
+    settings = replace(settings, strict=strict)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
                                    slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
     from dermbench.data.sample import DatasetError
 
     try:
         outcomes = run_benchmark(settings, log=typer.echo, executor=chosen)
+    except RunStopped as exc:
+        fail(f"the run stopped: {exc}", code=1)
     except (DatasetError, FileNotFoundError, ValueError, KeyError) as exc:
         fail(error_text(exc))
-    if any(o.status == "failed" for o in outcomes):
+    if outcomes.nothing_done:
+        why = "; ".join(dict.fromkeys(o.message for o in outcomes if o.status != "done" and o.message))
+        fail("nothing was computed and no result of this run was stored earlier"
+             + (f" ({why})" if why else "") + "; see the lines above for each task and model", code=1)
+    if any(o.status == "failed" for o in outcomes) or outcomes.refused_models:
         raise typer.Exit(1)

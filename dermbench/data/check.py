@@ -18,7 +18,7 @@ from dermbench.data.locate import load_task
 from dermbench.data.sample import DatasetError, TaskData
 from dermbench.io import sha256_file
 from dermbench.progress import progress_bar
-from dermbench.data.splits import Split, make_split
+from dermbench.data.splits import Split, make_split, train_test_duplicates
 from dermbench.data.tasks import TaskCard, get_card
 
 
@@ -119,9 +119,7 @@ def check_task(data_root: Path, card: TaskCard, split_cache: dict, progress: boo
         report.split_error = str(exc.args[0]) if exc.args else str(exc)
         return report
     if report.duplicates:
-        train, test = set(split.train), set(split.test)
-        for ids in report.duplicates:
-            report.leaks += [(a, b) for a in ids if a in train for b in ids if b in test]
+        report.leaks = train_test_duplicates(split, {i: digest for digest, ids in by_hash.items() for i in ids})
     return report
 
 

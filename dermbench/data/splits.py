@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class Split:
     test: list[str]
     parent: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    # --split official: the samples without a train/val/test tag, left out of both sides (listed in the file)
+    untagged: list[str] = field(default_factory=list)
     path: Optional[Path] = None
     sha256: str = ""
 
@@ -50,6 +52,8 @@ class Split:
         body = {"task": self.task, "rule": self.rule, "seed": self.seed, "parent": self.parent,
                 "n_train": len(self.train), "n_test": len(self.test), "notes": self.notes,
                 "train": self.train, "test": self.test}
+        if self.untagged:  # only then: every other split file (and its sha256) stays as it was
+            body["untagged"] = self.untagged
         return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
 
@@ -123,18 +127,32 @@ def make_split(
         train = sorted(s.id for s in tagged if s.official_split in ("train", "val"))
         test = sorted(s.id for s in tagged if s.official_split == "test")
         notes = ["official split: train+val -> train, test -> test"]
-        untagged = len(data.samples) - len(tagged)
+        untagged = sorted(s.id for s in data.samples if not s.official_split)
         if untagged:
-            notes.append(f"{untagged} samples without an official split are not used")
+            notes.append(f"{len(untagged)} samples without an official split are not used")
     else:
         raise ValueError(f"unknown split rule {rule!r}")
+    if rule != "official":
+        untagged = []
     if not train or not test:
         raise DatasetError(f"task {data.task!r} ({data.root}): split {rule!r} left an empty train or test set "
                            f"({len(train)} train, {len(test)} test); the dataset is too small")
     if data.classes:
         _check_every_class_on_both_sides(data, rule, set(train), set(test))
     return Split(task=data.task, rule=rule, seed=seed, train=train, test=test,
-                 parent=parent.task if parent else None, notes=notes)
+                 parent=parent.task if parent else None, notes=notes, untagged=untagged)
+
+
+def train_test_duplicates(split: Split, digest_of: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(train id, test id) pairs whose images have the same content hash (``digest_of``: sample id -> sha256
+    of its image). A test image also seen in training inflates every metric of the task; `data check` reports
+    these pairs as leaks and `run` warns about them (or refuses them with --strict)."""
+    by_digest: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for side, ids in ((0, split.train), (1, split.test)):
+        for i in ids:
+            if i in digest_of:
+                by_digest[digest_of[i]][side].append(i)
+    return [(a, b) for train, test in by_digest.values() for a in train for b in test]
 
 
 def write_split(split: Split, out_dir: Path) -> Split:

@@ -237,7 +237,8 @@ class FeatureCache:
                         if v not in on_device:
                             on_device[v] = tensors[v].to(device, non_blocking=pin)
                         x = on_device[v] if len(members) == len(plan.positions) else on_device[v][members]
-                        held[(plan.chunk, r)][1].write(rows, forward(backbone, requests[r][0], x, levels))
+                        batch_paths = [dataset.paths[plan.positions[j]] for j in members]  # named if its features are NaN
+                        held[(plan.chunk, r)][1].write(rows, forward(backbone, requests[r][0], x, levels, batch_paths))
                         bar.update(len(members))
                     self.stats["decoded"] += len(plan.positions)
                     if plan.last:  # every request of this shard is complete: commit, then release the claims

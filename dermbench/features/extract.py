@@ -104,14 +104,59 @@ class DecodedViews:
         return i, tuple(t(image) for t in self.transforms)
 
 
-def forward(backbone, kind: str, batch, level_indices) -> list[np.ndarray]:
+class NonFiniteFeatures(RuntimeError):
+    """A backbone gave NaN or infinite features for an image (e.g. weights whose tensors hold NaN): the
+    features must not reach a head, whose metrics would then be silently meaningless (AUROC 0 was stored)."""
+
+    def __init__(self, backbone_name: str, kind: str, path: Optional[Path], cause: str, sample: str = ""):
+        self.backbone_name, self.kind, self.path, self.cause = backbone_name, kind, path, cause
+        image = f"image {path}" if path is not None else "an image of the batch"
+        if sample:  # the run knows which sample(s) of which task the file is
+            image = f"{sample} ({image})"
+        super().__init__(
+            f"backbone {backbone_name} gave {cause} for {image}; the weights hold NaN/inf values or "
+            "the forward overflows: check the weights file (`dermbench weights check`), try --precision fp32, or "
+            "leave --weights out for the released weights")
+
+
+FLOAT16_MAX = 65504.0  # token and level maps are stored as float16: a value beyond this becomes inf there
+
+
+def _check_finite(backbone, kind: str, outputs, paths: Optional[Sequence[Path]], limit: Optional[float]) -> None:
+    """Raise :class:`NonFiniteFeatures` naming the first image of the batch whose features are NaN or infinite,
+    or (``limit``) beyond what the stored dtype holds.
+
+    Cheap beside the forward: one min/max pass per output on the device (``torch.aminmax``: a NaN anywhere
+    makes both NaN, an inf shows as the max or min); only when that fails is ``torch.isfinite`` asked
+    which image it was."""
+    import torch
+
+    for out in outputs:
+        lo, hi = (float(v) for v in torch.aminmax(out))
+        if np.isfinite(lo) and np.isfinite(hi) and (limit is None or max(-lo, hi) <= limit):
+            continue
+        bad = ~torch.isfinite(out).flatten(1).all(dim=1)
+        cause = f"non-finite (NaN or inf) {kind} features"
+        if not bool(bad.any()):  # finite, but out of the stored dtype's range
+            bad = (out.abs() > limit).flatten(1).any(dim=1)
+            cause = f"{kind} features beyond the float16 range (inf once stored)"
+        row = int(torch.nonzero(bad)[0, 0])
+        raise NonFiniteFeatures(backbone.name, kind, paths[row] if paths else None, cause)
+
+
+def forward(backbone, kind: str, batch, level_indices, paths: Optional[Sequence[Path]] = None) -> list[np.ndarray]:
     """One kind's outputs for a batch, on the host, in the dtype the cache stores (global float32,
-    tokens and levels float16: they are large and feed trained heads)."""
+    tokens and levels float16: they are large and feed trained heads). Non-finite outputs raise
+    :class:`NonFiniteFeatures` naming the image (``paths``: the batch's files, in order)."""
     if kind == "global":
-        return [backbone.forward_global(batch).float().cpu().numpy().astype(np.float32)]
-    if kind == "tokens":
-        return [backbone.forward_tokens(batch).float().cpu().numpy().astype(np.float16)]
-    return [o.float().cpu().numpy().astype(np.float16) for o in backbone.forward_levels(batch, level_indices)]
+        outputs = [backbone.forward_global(batch)]
+    elif kind == "tokens":
+        outputs = [backbone.forward_tokens(batch)]
+    else:
+        outputs = list(backbone.forward_levels(batch, level_indices))
+    dtype = np.float32 if kind == "global" else np.float16
+    _check_finite(backbone, kind, outputs, paths, None if dtype == np.float32 else FLOAT16_MAX)
+    return [o.float().cpu().numpy().astype(dtype) for o in outputs]
 
 
 @dataclass

@@ -83,6 +83,7 @@ class Outcome:
     protocol: str  # 'features' for a features job
     status: str  # 'done' | 'skipped' | 'failed'
     message: str = ""
+    fatal: bool = False  # the run cannot go on (e.g. a backbone gave NaN features): the jobs after it are not run
     metrics: dict[str, Any] = field(default_factory=dict)
     main_metric: str = ""
     job: str = ""  # the job id
@@ -183,6 +184,28 @@ def plan(settings, log: Optional[Callable[[str], None]] = None) -> list[Job]:
                                     features=protocol_needs[name], after=(features_id,) if needs else (),
                                     explicit=card.name in explicit, head_seed=seed))
     return jobs
+
+
+def weights_problem(model_key: str, weights: Optional[str]) -> Optional[str]:
+    """Why ``model_key`` cannot get its weights, or None when it can: checked once per model when the run is
+    planned, so a missing release file is one line per model before any work, not one failure per job.
+
+    ``--weights random`` and a ``--weights`` file (checked by :func:`model_label`) need nothing more; a model
+    without a release file (random-vit, dermino-tiny's shipped weights) builds as it is. Otherwise the release
+    must be on this machine, or downloadable (the download then happens here, once, as the build would do it)."""
+    from dermbench.models import registry
+    from dermbench.models.weights import WeightsError, find_local_weights, resolve_weights
+
+    meta = registry.get(model_key).meta
+    if weights is not None or not (meta.weights_filename or meta.hub_id):
+        return None
+    try:
+        found, _ = find_local_weights(meta)
+        if found is None:
+            resolve_weights(meta, None)  # the hub download, when allowed; else the error saying where to put the file
+    except WeightsError as exc:
+        return str(exc)
+    return None
 
 
 def _feature_needs(protocol_name: str, overrides: dict[str, Any]) -> tuple[FeatureNeed, ...]:

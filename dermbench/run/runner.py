@@ -10,6 +10,12 @@ and weights, task card, data, split, protocol settings and version, head seed, b
 replicates); a result whose key is already finished is skipped unless ``overwrite``, and results of
 other settings stay beside it. A failure in one job is reported and the run goes on, and the run
 exits non-zero at the end.
+
+Before any work, :func:`preflight` checks what would otherwise fail or mislead job by job: each
+model's weights once, each task found, loaded and split, and per task the rows ``--split official``
+leaves out and the train/test pairs of identical images (said once, stored in every result of the
+task, refused with ``--strict``). Non-finite features (a backbone with NaN weights) stop the run:
+every later result would be as wrong (:class:`RunStopped`).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from dermbench.run.plan import (Job, Outcome, claims_dir, clear_failure, default
                                 write_failure)
 from dermbench.run.results import as_stored, is_finished, now, provenance, result_paths, write_result
 from dermbench.data.splits import Split, make_split, write_split
+from dermbench.features.extract import NonFiniteFeatures
 from dermbench.stats.bootstrap import DEFAULT_N_BOOT, bootstrap_seed, shared_bootstrap_indices
 from dermbench.data.tasks import TaskCard, get_card
 
@@ -60,6 +67,7 @@ class RunSettings:
     workers: Optional[int] = None  # feature-decode processes; None: one per core, at most 16
     precision: str = "auto"  # feature extraction: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     draft_decode: bool = False  # PIL draft-mode JPEG decoding for features (changes them; in the cache key)
+    strict: bool = False  # refuse (before any work) a task whose test set holds images of its training set
 
     @property
     def head_seeds(self) -> list[int]:
@@ -74,6 +82,45 @@ def resolve_device(device: str) -> str:
     return resolve(device)
 
 
+@dataclass
+class TaskChecks:
+    """What a run must say about a task's data and split before its numbers can be trusted; stored in every
+    result of the task (``info``: ``warnings`` and the counts)."""
+
+    task: str
+    split_path: Optional[Path]
+    untagged: int = 0  # --split official: samples without a train/val/test tag, left out
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (train id, test id) with identical images
+    example: str = ""  # one duplicate pair, with its files
+    data_root: Optional[Path] = None  # for the `data check` command the warning suggests
+    n_samples: int = 0
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        if self.untagged:
+            out.append(f"--split official left out {self.untagged} of {self.n_samples} images that have no split tag "
+                       f"(listed in {self.split_path})")
+        if self.duplicates:
+            out.append(f"{len(self.duplicates)} train/test pair(s) are the same image (identical content hash; e.g. "
+                       f"{self.example}): test images also seen in training inflate this task's numbers; remove the "
+                       f"duplicates ({self.check_command} lists every pair) or run with --strict to refuse such a "
+                       "task")
+        return out
+
+    @property
+    def check_command(self) -> str:
+        root = f" --data-root {self.data_root}" if self.data_root else ""
+        return f"`dermbench data check{root} --task {self.task}`"
+
+    def info(self, split_mode: str) -> dict[str, Any]:
+        """The fields added to each result's ``info`` (the counts even when 0: the check was made)."""
+        out: dict[str, Any] = {"n_train_test_duplicates": len(self.duplicates)}
+        if split_mode == "official":
+            out["n_untagged_left_out"] = self.untagged
+        return out
+
+
 class TaskCache:
     """Loaded task data and splits, shared by every model of a run."""
 
@@ -85,20 +132,48 @@ class TaskCache:
         self._data: dict[str, TaskData] = {}
         self._splits: dict[str, Split] = {}
         self._hashes: dict[str, str] = {}
+        self._digests: dict[str, dict[str, str]] = {}
+        self._checks: dict[str, TaskChecks] = {}
+
+    def file_digests(self, card: TaskCard) -> dict[str, str]:
+        """sha256 of every image and mask file of the task, by path. Content hashes are remembered on disk by
+        (path, size, mtime), shared with the feature cache, so a large dataset is read in full once, not on
+        every run."""
+        if card.name not in self._digests:
+            from dermbench.features import ImageHashes
+
+            samples = self.data(card).samples
+            paths = [s.image for s in samples] + [s.mask for s in samples if s.mask is not None]
+            hashes = ImageHashes(cache_dir() / "image-hashes").many(paths, threads=4)
+            self._digests[card.name] = dict(zip(map(str, paths), hashes))
+        return self._digests[card.name]
 
     def data_sha256(self, card: TaskCard) -> str:
         """Hash of the task's samples and image contents (part of every result's key)."""
         if card.name not in self._hashes:
-            from dermbench.features import ImageHashes
             from dermbench.run.identity import data_sha256
 
-            # content hashes remembered on disk by (path, size, mtime), shared with the feature cache, so
-            # a large dataset is read in full once, not on every run
-            samples = self.data(card).samples
-            paths = [s.image for s in samples] + [s.mask for s in samples if s.mask is not None]
-            known = dict(zip(map(str, paths), ImageHashes(cache_dir() / "image-hashes").many(paths, threads=4)))
-            self._hashes[card.name] = data_sha256(samples, lambda path: known[str(path)])
+            known = self.file_digests(card)
+            self._hashes[card.name] = data_sha256(self.data(card).samples, lambda path: known[str(path)])
         return self._hashes[card.name]
+
+    def checks(self, card: TaskCard) -> TaskChecks:
+        """Untagged samples left out by --split official, and train/test pairs of identical images (the pairs
+        `data check` reports as leaks, found from the same content hashes as the data hash)."""
+        if card.name not in self._checks:
+            from dermbench.data.splits import train_test_duplicates
+
+            data, split = self.data(card), self.split(card)
+            digests = self.file_digests(card)
+            by_id = data.by_id()
+            pairs = train_test_duplicates(split, {s.id: digests[str(s.image)] for s in data.samples})
+            example = ""
+            if pairs:
+                a, b = pairs[0]
+                example = f"train {a} ({by_id[a].image}) = test {b} ({by_id[b].image})"
+            self._checks[card.name] = TaskChecks(card.name, split.path, len(split.untagged), pairs, example,
+                                                 self.data_root, len(data.samples))
+        return self._checks[card.name]
 
     def data(self, card: TaskCard) -> TaskData:
         if card.name not in self._data:
@@ -183,19 +258,149 @@ def resolve_run(settings: RunSettings, log: Callable[[str], None] = print, check
     return replace(settings, data_root=Path(data_root).resolve(), output=results_dir.resolve(), device=device)
 
 
-def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, executor=None) -> list[Outcome]:
-    """Plan the run of ``settings`` and execute it: in this process (``executor`` None, the default), on a
-    shard of the plan, or on Slurm (:mod:`dermbench.run.executors`). Returns one outcome per protocol job
-    (for Slurm without waiting: none)."""
+class RunStopped(RuntimeError):
+    """The run stopped part-way because going on would store wrong numbers (e.g. NaN features); the jobs
+    after the failing one were not run. The message names the backbone, the image and the fix."""
+
+
+class RunOutcomes(list):
+    """The outcomes of a run's protocol jobs (a list, as before), with what the run left out before any work:
+    ``refused_models`` (model label -> why: its weights are missing), ``missing_tasks`` (task -> why: not
+    found under the data root) and ``unusable_tasks`` (task -> why: found, but it cannot be read or split),
+    both for tasks not named on the command line, and ``planned``: how many protocol jobs the plan held after
+    them."""
+
+    def __init__(self, outcomes=(), refused_models=None, missing_tasks=None, unusable_tasks=None, planned: int = 0):
+        super().__init__(outcomes)
+        self.refused_models: dict[str, str] = dict(refused_models or {})
+        self.missing_tasks: dict[str, str] = dict(missing_tasks or {})
+        self.unusable_tasks: dict[str, str] = dict(unusable_tasks or {})
+        self.planned = planned
+
+    @property
+    def computed(self) -> int:
+        return sum(o.status == "done" for o in self)
+
+    @property
+    def stored(self) -> int:
+        """Results found finished under their key (a resumed run)."""
+        return sum(o.status == "skipped" and bool(o.result_key) for o in self)
+
+    @property
+    def nothing_done(self) -> bool:
+        """Nothing was computed and nothing was already stored: the run produced no result at all. A run whose
+        plan was left empty (every model refused, every task missing) counts; a shard or a Slurm submission
+        that returned no outcomes (nothing of the plan for it, or all of it done before) does not."""
+        if self.planned == 0:
+            return True
+        return bool(self) and self.computed == 0 and self.stored == 0
+
+
+@dataclass
+class Preflight:
+    """The plan after the checks made before any work (weights once per model, each task's data)."""
+
+    jobs: list[Job]
+    refused_models: dict[str, str] = field(default_factory=dict)
+    missing_tasks: dict[str, str] = field(default_factory=dict)
+    unusable_tasks: dict[str, str] = field(default_factory=dict)
+
+
+def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] = print) -> Preflight:
+    """Check, before any work, what would otherwise fail (or mislead) job by job; ``settings`` resolved.
+
+    - weights: once per model (:func:`dermbench.run.plan.weights_problem`); a model without them is reported
+      in one line and its jobs are dropped. No model usable: WeightsError.
+    - tasks: each task's data is loaded and split. A task named on the command line that is not found (or
+      cannot be split) is a DatasetError naming it, where it was looked for and the fix; one of a group or
+      ``all`` is dropped and named in the summary.
+    - per task, once: the images ``--split official`` leaves out for want of a tag, and train/test pairs of
+      identical images (refused with ``--strict``: DatasetError).
+    """
+    from dermbench.data.locate import find_task_root
+    from dermbench.models.weights import WeightsError
+    from dermbench.run.plan import weights_problem
+
+    refused: dict[str, str] = {}
+    checked: dict[str, Optional[str]] = {}
+    for job in jobs:
+        if job.model not in checked:
+            checked[job.model] = weights_problem(job.model_key, settings.weights)
+            if checked[job.model]:
+                refused[job.model] = checked[job.model]
+                log(f"{job.model}: not run (none of its jobs): {checked[job.model]}")
+    if refused and len(refused) == len(checked):
+        names = ", ".join(refused)
+        raise WeightsError(f"no model of this run has its weights ({names}); nothing was run. "
+                           + (next(iter(refused.values())) if len(refused) == 1 else
+                              "Each model's line above says which file to put where."))
+    jobs = [j for j in jobs if j.model not in refused]
+
+    data_root = Path(settings.data_root)
+    if not data_root.is_dir():
+        raise DatasetError(f"--data-root {data_root}: no such folder; pass --data-root DIR holding the datasets "
+                           "(layout: docs/datasets.md), or leave it out to run on the embedded DermSynth "
+                           "(`dermbench data synth --out DIR` writes a copy)")
+    tasks = TaskCache(data_root, Path(settings.output), settings.split_seed, settings.split_mode)
+    missing: dict[str, str] = {}
+    unusable: dict[str, str] = {}
+    for task in dict.fromkeys(j.task for j in jobs):
+        card = get_card(task)
+        explicit = any(j.explicit for j in jobs if j.task == task)
+        try:
+            if card.adapter != "federated":  # a federation finds its sites under the data root itself
+                find_task_root(data_root, card)
+        except DatasetError as exc:
+            if explicit:
+                said = str(exc).removeprefix(f"task {task}: ")
+                raise DatasetError(f"--task {task}: {said}. Pass --data-root DIR where the dataset lies (layout: "
+                                   "docs/datasets.md; `dermbench data check --data-root DIR` shows what each task "
+                                   "finds), or leave --data-root out to run on the embedded DermSynth "
+                                   "(`dermbench data synth --out DIR` writes a copy)") from None
+            missing[task] = str(exc)
+            continue
+        try:
+            checks = tasks.checks(card)  # reads the task (its adapter), splits it, hashes its images
+        except DatasetError as exc:  # the message names the file or the class, and the fix
+            if explicit:
+                raise
+            unusable[task] = str(exc)
+            log(f"{task}: not run: {exc}")
+            continue
+        if settings.strict and checks.duplicates:
+            raise DatasetError(f"--strict: task {task}: {len(checks.duplicates)} train/test pair(s) are the same "
+                               f"image (e.g. {checks.example}); remove the duplicates from the dataset "
+                               f"({checks.check_command} lists every pair), or run without --strict "
+                               "(the count is then stored in each result)")
+        for warning in checks.warnings:
+            log(f"{task}: {warning}")
+    if missing:
+        log(f"{len(missing)} task(s) not found under {data_root}, not run: {', '.join(missing)} "
+            f"(`dermbench data check --data-root {data_root}` says what each needs)")
+    return Preflight([j for j in jobs if j.task not in missing and j.task not in unusable], refused, missing, unusable)
+
+
+def run_benchmark(settings: RunSettings, log: Callable[[str], None] = print, executor=None) -> RunOutcomes:
+    """Plan the run of ``settings``, check it (:func:`preflight`) and execute it: in this process (``executor``
+    None, the default), on a shard of the plan, or on Slurm (:mod:`dermbench.run.executors`). Returns one
+    outcome per protocol job (for Slurm without waiting: none), with what the checks left out. Raises
+    RunStopped when a job found that the run must not go on (its outcome is ``fatal``)."""
     from dermbench.run.executors import LocalExecutor
 
     jobs = plan(settings, log)  # bad models, tasks, protocols, settings fail here, before any work
     resolved = resolve_run(settings, log, check_device=not getattr(executor, "devices_on_nodes", False))
+    checked = preflight(resolved, jobs, log)  # missing weights and data, --strict: before any work
+    jobs = checked.jobs
     save_plan(resolved.output, settings_record(resolved), jobs)
-    outcomes = (executor or LocalExecutor()).execute(resolved, jobs, run_jobs, log)
-    protocol_outcomes = [o for o in outcomes if o.protocol != "features"]
-    if outcomes or not getattr(executor, "returns_at_once", False):
+    outcomes = (executor or LocalExecutor()).execute(resolved, jobs, run_jobs, log) if jobs else []
+    protocol_outcomes = RunOutcomes([o for o in outcomes if o.protocol != "features"], checked.refused_models,
+                                    checked.missing_tasks, checked.unusable_tasks,
+                                    planned=sum(j.stage == "protocol" for j in jobs))
+    if outcomes or not jobs or not getattr(executor, "returns_at_once", False):
         _summarise(protocol_outcomes, log)
+    fatal = [o for o in outcomes if o.fatal]
+    if fatal:
+        raise RunStopped(fatal[0].message)
     return protocol_outcomes
 
 
@@ -210,7 +415,15 @@ def run_jobs(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] 
     resolved (:func:`resolve_run`). A job already done is skipped (unless ``overwrite``), one that a live
     worker has claimed is left to it, a stale claim is taken over; each job's log goes to its log file."""
     runner = JobRunner(settings, log)
-    return [runner.run(job, readers=[j for j in jobs if job.id in j.after]) for job in jobs]
+    outcomes: list[Outcome] = []
+    for i, job in enumerate(jobs):
+        outcomes.append(runner.run(job, readers=[j for j in jobs if job.id in j.after]))
+        if outcomes[-1].fatal:  # e.g. NaN features: every later job would store wrong numbers or fail alike
+            why = f"not run: the run stopped at {job.id}"
+            outcomes += [Outcome(j.model, j.task, j.protocol or "features", "skipped", why, job=j.id)
+                         for j in jobs[i + 1:]]
+            break
+    return outcomes
 
 
 class JobRunner:
@@ -319,6 +532,12 @@ class JobRunner:
                                       progress=self.settings.progress, desc=card.name)
             computed = self.features.stats["computed"] - counts["computed"]
             hits = self.features.stats["hits"] - counts["hits"]
+        except NonFiniteFeatures as exc:
+            ids = [s.id for s in samples if exc.path is not None and Path(s.image) == Path(exc.path)]
+            weights = f" (weights {self.settings.weights})" if self.settings.weights else ""
+            named = f"sample {', '.join(ids[:3])} of task {card.name}" if ids else f"an image of task {card.name}"
+            return self._failed(job, where, NonFiniteFeatures(f"{exc.backbone_name}{weights}", exc.kind, exc.path,
+                                                              exc.cause, sample=named))
         except Exception as exc:
             return self._failed(job, where, exc)
         self.log(f"{where}: {', '.join(n.describe() for n in job.features)}: {computed} image(s) computed, "
@@ -330,6 +549,8 @@ class JobRunner:
         if os.environ.get("DERMBENCH_DEBUG"):
             traceback.print_exc()
         self._last_traceback = traceback.format_exc()
+        if isinstance(exc, NonFiniteFeatures):  # the backbone is broken: stop the run, store nothing more
+            return Outcome(job.model, job.task, job.protocol or "features", "failed", str(exc), job=job.id, fatal=True)
         return Outcome(job.model, job.task, job.protocol or "features", "failed", f"{type(exc).__name__}: {exc}",
                        job=job.id)
 
@@ -375,6 +596,7 @@ class JobRunner:
         config = protocol.resolve_config({**protocol.data_defaults(data), **overrides})
         try:
             data_hash = self.tasks.data_sha256(card)
+            checks = self.tasks.checks(card)  # said once per task before the run; stored in every result
             backbone = get_backbone()  # the weights' sha256 is part of the key
         except Exception as exc:
             return self._failed(job, where, exc)
@@ -425,7 +647,7 @@ class JobRunner:
                          "sha256": data_hash},
                 "contaminated": contamination(card, entry, settings.weights),
                 "skipped": [list(s) for s in data.skipped],
-                "info": out.info,
+                "info": _with_checks(out.info, checks, settings.split_mode),
                 "artifacts": out.artifacts,
                 "provenance": provenance({"protocol": config, "overrides": overrides, "weights": settings.weights,
                                           "split_mode": settings.split_mode, "n_boot": settings.n_boot,
@@ -443,6 +665,15 @@ class JobRunner:
                  f"(n_train {out.n_train}, n_test {out.n_test})")
         return Outcome(label, card.name, protocol_name, "done", metrics=metrics, main_metric=main, job=job.id,
                        result_key=key)
+
+
+def _with_checks(info: dict[str, Any], checks: TaskChecks, split_mode: str) -> dict[str, Any]:
+    """The protocol's info with the task's data warnings (beside any of its own) and their counts."""
+    out = {**info, **checks.info(split_mode)}
+    warnings = list(info.get("warnings") or []) + checks.warnings
+    if warnings:
+        out["warnings"] = warnings
+    return out
 
 
 def _slurm_paths() -> dict[str, str]:
@@ -472,9 +703,16 @@ def _features_identity(features, device: str) -> Optional[dict[str, Any]]:
     return changed if (changed["precision"] != "fp32" or changed["draft_decode"]) else None
 
 
-def _summarise(outcomes: list[Outcome], log) -> None:
+def _summarise(outcomes: RunOutcomes, log) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    log(f"{counts['done']} result(s) computed, {counts['skipped']} skipped, {counts['failed']} failed")
+    stored = f" ({outcomes.stored} of them stored earlier)" if outcomes.stored else ""
+    log(f"{counts['done']} result(s) computed, {counts['skipped']} skipped{stored}, {counts['failed']} failed")
     for o in outcomes:
         if o.status == "failed":
             log(f"  failed: {o.model} · {o.task} · {o.protocol}: {o.message}")
+    if outcomes.refused_models:
+        log(f"  not run, weights missing: {', '.join(outcomes.refused_models)}")
+    if outcomes.missing_tasks:
+        log(f"  not run, not found under the data root: {', '.join(outcomes.missing_tasks)}")
+    if outcomes.unusable_tasks:
+        log(f"  not run, data unusable (see its line above): {', '.join(outcomes.unusable_tasks)}")

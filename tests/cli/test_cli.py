@@ -61,6 +61,6 @@ def test_unknown_names_list_the_valid_ones():
 def test_a_protocol_that_does_not_run_on_the_task_says_so(tmp_path):
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--protocol", "seg-linear",
                               "--output", str(tmp_path), "--quiet"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # nothing computed, nothing stored before: a run that produced nothing
     assert "ddi: none of the requested protocols (seg-linear) runs on this task" in res.output
     assert "retrieval, linear, label-efficiency" in res.output and "0 result(s) computed" in res.output
