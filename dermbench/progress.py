@@ -41,8 +41,9 @@ def _forced() -> Optional[bool]:
         return False
     if raw not in _warned_values:  # say it once per value, then behave as if it were unset
         _warned_values.add(raw)
-        warnings.warn(f"{ENV_VAR}={raw!r}: expected 1 (bars even without a terminal) or 0 (no bars); "
-                      f"ignoring it (bars only when stderr is a terminal)", stacklevel=3)
+        # a plain line on stderr, not warnings.warn: a user sees it once, without a Python source line
+        print(f"warning: {ENV_VAR}={raw!r}: expected 1 (bars even without a terminal) or 0 (no bars); "
+              f"ignoring it (bars only when stderr is a terminal)", file=sys.stderr)
     return None
 
 
