@@ -16,6 +16,6 @@ export DERMBENCH_CACHE="$work/cache" HF_HUB_OFFLINE=1
 "$work/venv/bin/dermbench" --version
 test "$("$work/venv/bin/dermbench" list tasks | wc -l)" -ge 21
 "$work/venv/bin/dermbench" run --model random-vit --task ddi --protocol retrieval --synth-scale 0.25 --n-boot 50 \
-    --quiet --output "$work/results"
+    --quiet --results "$work/results"
 ls "$work"/results/random-vit/ddi/ >/dev/null
 echo "wheel check: installed from the wheel, listed the task cards and ran ddi outside the source tree"

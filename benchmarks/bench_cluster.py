@@ -57,13 +57,13 @@ def main() -> None:
     times: dict[str, float] = {}
 
     t = time.perf_counter()
-    subprocess.run(cli("run", *grid, "--output", str(work / "local")), env=env(work / "cache-local"), check=True,
+    subprocess.run(cli("run", *grid, "--results", str(work / "local")), env=env(work / "cache-local"), check=True,
                    capture_output=True)
     times["local (1 process)"] = time.perf_counter() - t
     reference = numbers(work / "local")
 
     t = time.perf_counter()
-    procs = [subprocess.Popen(cli("run", *grid, "--output", str(work / "shards"), "--shard", f"{k}/{args.shards}"),
+    procs = [subprocess.Popen(cli("run", *grid, "--results", str(work / "shards"), "--shard", f"{k}/{args.shards}"),
                               env=env(work / "cache-shards"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for k in range(args.shards)]
     if any(p.wait() for p in procs):
@@ -76,7 +76,7 @@ def main() -> None:
     try:
         with SlurmCluster(work / "slurm") as cluster:
             t = time.perf_counter()
-            subprocess.run(cli("run", *grid, "--output", str(work / "slurm-results"), "--executor", "slurm",
+            subprocess.run(cli("run", *grid, "--results", str(work / "slurm-results"), "--executor", "slurm",
                                "--slurm-gpus", "0", "--slurm-group-by", args.slurm_group_by),
                            env=env(work / "cache-slurm", **cluster.env({})), check=True, capture_output=True)
             times[f"slurm (arrays per {args.slurm_group_by}, 2 CPUs)"] = time.perf_counter() - t

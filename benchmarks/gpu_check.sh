@@ -79,7 +79,7 @@ done
 # two backbones on the GPU, a classification and a segmentation task, in bf16 (the CUDA default) and fp32
 for prec in bf16 fp32; do
   step "run-cuda-two-backbones-$prec" 120 "${DB[@]}" run -m dermino-tiny,random-vit -t ddi,isic2018 \
-    --device cuda --precision "$prec" --workers "$WORKERS" --n-boot 200 --quiet -o "$OUT/results-$prec"
+    --device cuda --precision "$prec" --workers "$WORKERS" --n-boot 200 --quiet --results "$OUT/results-$prec"
   RESULT="$(grep -E 'result\(s\) computed' "$OUT/run-cuda-two-backbones-$prec.log" 2>/dev/null | tail -1 || true)"
   sed -i "\$s|\t\$|\t$RESULT|" "$SUMMARY"
   RESULT=""
