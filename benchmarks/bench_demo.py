@@ -42,6 +42,13 @@ def demo_commands(bin_dir: Path, results: Path, out: Path, stamp: Path) -> list[
     return lines
 
 
+def exported_variable(name: str) -> str:
+    """A variable the Makefile exports to the demo's commands (``make -n`` prints the commands only)."""
+    res = subprocess.run(["make", "-s", "--no-print-directory", "--eval", f"print-var: ; @echo $({name})", "print-var"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    return res.stdout.strip()
+
+
 def step_name(command: str) -> str:
     words = shlex.split(command)
     name = Path(words[0]).name + " " + words[1]
@@ -91,9 +98,12 @@ def main() -> None:
     commands = demo_commands(bin_dir, root / "results", root / "leaderboard", stamp)
     env = dict(os.environ, DERMBENCH_CACHE=str(root / "cache"))
     env.pop("DERMBENCH_DATA_ROOT", None)
+    if "OMP_WAIT_POLICY" not in os.environ:  # as `make demo` exports it
+        env["OMP_WAIT_POLICY"] = exported_variable("OMP_WAIT_POLICY")
     # the checkout being measured, even when the interpreter's dermbench is installed from another one
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    print(f"cold demo into {root} ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"cold demo into {root} ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
+          f"OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', '')})", flush=True)
     cold = run_steps(commands, env)
     print_table("make demo, cold (empty cache and results)", cold)
     if args.warm:
