@@ -15,9 +15,9 @@ Every function takes plain data (values are fractions, shown in percent), sorts 
 (callers pass sorted keys) and returns the SVG bytes. Rendering is most of a leaderboard's time
 (`dermbench leaderboard` and `dermbench paper` draw the same figures), so every figure function is
 :func:`memoized_svg`: its bytes are kept in the cache folder under a key of its data and its code.
-Reproducibility: a fixed ``svg.hashsalt`` (the ids of clip paths and glyphs), no date and a fixed creator in the metadata, the DejaVu Sans
-font shipped with matplotlib drawn as paths, and no global pyplot state (each figure is a
-``matplotlib.figure.Figure`` rendered inside an ``rc_context``).
+Reproducibility: a fixed ``svg.hashsalt`` (the ids of clip paths and glyphs), no date and a fixed
+creator in the metadata, the DejaVu Sans font shipped with matplotlib drawn as paths, and no global
+pyplot state (each figure is a ``matplotlib.figure.Figure`` rendered inside an ``rc_context``).
 """
 from __future__ import annotations
 
