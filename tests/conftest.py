@@ -9,6 +9,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning (libgomp's default spins for a while after every
+# parallel region). On a 2-core machine shared with other work the spinning threads steal the cores
+# the tests need: a tiny linear head took 10x the CPU time with spinning threads (README, "Tests
+# and benchmarks"). Results do not change: the thread count and the arithmetic are the same.
+# Set before torch is imported (libgomp reads it once); inherited by the tests' subprocesses.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if "DERMBENCH_CACHE" not in os.environ:
     # One cache per test session: DermSynth and features are built once and shared by the tests,
     # and never touch the user's ~/.cache.

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from dermbench.report.figures import memoized_svg
 from dermbench.report.sections import Section
 from dermbench.stats import calibration as C
 from dermbench.stats.fairness import EXCLUDED_PROTOCOLS
@@ -145,6 +146,7 @@ def format_calibration(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+@memoized_svg
 def reliability_svg(title: str, curves: Sequence[tuple[str, pd.DataFrame, Optional[pd.DataFrame]]]) -> bytes:
     """Accuracy against mean confidence per equal-width bin, one colour per model (solid: as stored, dashed:
     after temperature scaling); marker area ∝ the bin's share of the test set."""

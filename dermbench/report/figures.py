@@ -12,16 +12,24 @@ Every figure has a title and labelled axes; values are drawn ×100, labelled "(%
 and "(×100)" for CIDEr, which is not a proportion (:func:`axis_label`).
 
 Every function takes plain data (values are fractions, shown in percent), sorts nothing itself
-(callers pass sorted keys) and returns the SVG bytes. Reproducibility: a fixed ``svg.hashsalt``
-(the ids of clip paths and glyphs), no date and a fixed creator in the metadata, the DejaVu Sans
-font shipped with matplotlib drawn as paths, and no global pyplot state (each figure is a
-``matplotlib.figure.Figure`` rendered inside an ``rc_context``).
+(callers pass sorted keys) and returns the SVG bytes. Rendering is most of a leaderboard's time
+(`dermbench leaderboard` and `dermbench paper` draw the same figures), so every figure function is
+:func:`memoized_svg`: its bytes are kept in the cache folder under a key of its data and its code.
+Reproducibility: a fixed ``svg.hashsalt`` (the ids of clip paths and glyphs), no date and a fixed
+creator in the metadata, the DejaVu Sans font shipped with matplotlib drawn as paths, and no global
+pyplot state (each figure is a ``matplotlib.figure.Figure`` rendered inside an ``rc_context``).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import inspect
 import io
 import math
-from typing import Mapping, Optional, Sequence
+import struct
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 Interval = tuple[float, float, float]  # value, ci_low, ci_high (fractions; NaN = missing)
 
@@ -71,6 +79,139 @@ def _render(fig, title: str) -> bytes:
     return buf.getvalue()
 
 
+# --- the figure memo ----------------------------------------------------------------------------
+# A figure's SVG bytes depend only on the figure function's arguments, its code (the module that
+# defines it and this one, which holds the shared settings) and matplotlib: that is the memo's key.
+# `dermbench leaderboard` and `dermbench paper` (which builds the leaderboard again inside the paper
+# folder) then draw each figure once, and a rebuilt leaderboard draws only what changed.
+MEMO_VERSION = "1"
+
+
+class _Unkeyable(Exception):
+    """An argument the memo cannot encode exactly: the figure is drawn without the memo."""
+
+
+def _feed(h, obj: Any) -> None:
+    """Feed an exact, type-tagged encoding of ``obj`` into the hash ``h`` (raises _Unkeyable otherwise)."""
+    import numpy as np
+
+    if obj is None or isinstance(obj, bool):
+        h.update(b"c" + repr(obj).encode())
+    elif isinstance(obj, int):
+        h.update(b"i" + str(obj).encode() + b";")
+    elif isinstance(obj, float):
+        h.update(b"f" + struct.pack("<d", obj))
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(b"s" + str(len(data)).encode() + b":" + data)
+    elif isinstance(obj, bytes):
+        h.update(b"b" + str(len(obj)).encode() + b":" + obj)
+    elif isinstance(obj, np.generic):
+        _feed(h, obj.item())
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "O":
+            h.update(b"O" + repr(obj.shape).encode())
+            for item in obj.ravel().tolist():
+                _feed(h, item)
+        else:
+            h.update(b"a" + obj.dtype.str.encode() + repr(obj.shape).encode())
+            h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, (list, tuple)):
+        h.update((b"l" if isinstance(obj, list) else b"t") + str(len(obj)).encode() + b"[")
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(obj, Mapping):
+        items = []
+        for k, v in obj.items():  # insertion order can matter to a figure (legend order): kept
+            kh = hashlib.sha256()
+            _feed(kh, k)
+            vh = hashlib.sha256()
+            _feed(vh, v)
+            items.append(kh.digest() + vh.digest())
+        h.update(b"m" + str(len(items)).encode() + b"{" + b"".join(items) + b"}")
+    elif isinstance(obj, (set, frozenset)):
+        digests = []
+        for item in obj:
+            ih = hashlib.sha256()
+            _feed(ih, item)
+            digests.append(ih.digest())
+        h.update(b"S" + b"".join(sorted(digests)))
+    elif type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas"):
+        h.update(b"D")
+        _feed(h, [str(c) for c in obj.columns])
+        _feed(h, obj.index.to_numpy())
+        for c in obj.columns:
+            _feed(h, obj[c].to_numpy())
+    elif type(obj).__name__ == "Series" and type(obj).__module__.startswith("pandas"):
+        h.update(b"R")
+        _feed(h, str(obj.name))
+        _feed(h, obj.index.to_numpy())
+        _feed(h, obj.to_numpy())
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        h.update(b"d" + type(obj).__qualname__.encode())
+        _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    else:
+        raise _Unkeyable(type(obj).__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _code_digest(module_file: str) -> bytes:
+    """The code a figure depends on: its module's source, this module's source, matplotlib's version."""
+    import matplotlib
+
+    h = hashlib.sha256(MEMO_VERSION.encode() + matplotlib.__version__.encode())
+    for path in sorted({module_file, __file__}):
+        h.update(Path(path).read_bytes())
+    return h.digest()
+
+
+def memo_key(render: Callable, args: tuple, kwargs: dict) -> Optional[str]:
+    """The memo key of ``render(*args, **kwargs)``, or None when an argument cannot be encoded exactly."""
+    h = hashlib.sha256(_code_digest(inspect.getsourcefile(render) or __file__))
+    h.update(f"{render.__module__}.{render.__qualname__}".encode())
+    try:
+        _feed(h, list(args))
+        _feed(h, dict(sorted(kwargs.items())))
+    except _Unkeyable:
+        return None
+    return h.hexdigest()
+
+
+def memo_folder() -> Path:
+    from dermbench.config import cache_dir
+
+    return cache_dir() / "figures"
+
+
+def memoized_svg(render: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Decorator for a figure function returning SVG bytes: the bytes come from the cache folder's figure
+    memo when this function, with this code, was called with equal arguments before; else it draws and
+    keeps them (atomically; a cache folder that cannot be written only loses the speed-up)."""
+
+    @functools.wraps(render)
+    def memoized(*args, **kwargs) -> bytes:
+        key = memo_key(render, args, kwargs)
+        if key is None:
+            return render(*args, **kwargs)
+        path = memo_folder() / key[:2] / f"{key}.svg"
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+        svg = render(*args, **kwargs)
+        try:
+            from dermbench.io import atomic_write_bytes
+
+            atomic_write_bytes(path, svg)
+        except OSError:
+            pass
+        return svg
+
+    memoized.uncached = render  # the drawing itself, for tests and benchmarks
+    return memoized
+
+
 def _with_rc(draw):
     """Run ``draw()`` (which builds and renders a figure) with the fixed settings, whatever the caller's rcParams."""
     import matplotlib
@@ -80,6 +221,7 @@ def _with_rc(draw):
         return draw()
 
 
+@memoized_svg
 def heatmap_svg(title: str, models: Sequence[str], columns: Sequence[str], column_titles: Sequence[str],
                 values: Mapping[tuple[str, str], float], metric_title: str) -> bytes:
     """Models (rows) × tasks (columns); missing cells grey with '—'."""
@@ -127,6 +269,7 @@ def _finish_categorical(fig, ax, title: str, metric_title: str, n_columns: int, 
     return _render(fig, title)
 
 
+@memoized_svg
 def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_titles: Sequence[str],
              cells: Mapping[tuple[str, str], Interval], metric_title: str) -> bytes:
     """Grouped bars (x: tasks, one bar per model) with 95% CI whiskers; a missing result is marked 'n/a'."""
@@ -159,6 +302,7 @@ def bars_svg(title: str, models: Sequence[str], columns: Sequence[str], column_t
     return _with_rc(draw)
 
 
+@memoized_svg
 def fairness_svg(title: str, models: Sequence[str], subgroups: Sequence[str], subgroup_titles: Sequence[str],
                  cells: Mapping[tuple[str, str], Interval], metric_title: str) -> bytes:
     """x: subgroups; one marker series per model with 95% CI whiskers; a missing subgroup value is marked 'n/a'."""
@@ -189,6 +333,7 @@ def fairness_svg(title: str, models: Sequence[str], subgroups: Sequence[str], su
     return _with_rc(draw)
 
 
+@memoized_svg
 def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float], Mapping[str, Mapping[float, Interval]]]],
                          models: Sequence[str], metric_title: str) -> bytes:
     """One panel per task: ``(panel title, fractions, {model: {fraction: (value, low, high)}})``;
@@ -226,6 +371,7 @@ def label_efficiency_svg(title: str, panels: Sequence[tuple[str, Sequence[float]
     return _with_rc(draw)
 
 
+@memoized_svg
 def reader_accuracy_svg(title: str, curves: Mapping[str, Mapping[float, float]], violins: Mapping[str, Sequence[float]],
                         points: Mapping[str, float]) -> bytes:
     """Fig. 6c: each model's accuracy against training fraction (``curves``: model -> fraction -> accuracy),
@@ -272,6 +418,7 @@ def reader_accuracy_svg(title: str, curves: Mapping[str, Mapping[float, float]],
     return _with_rc(draw)
 
 
+@memoized_svg
 def reader_paired_svg(title: str, readers: Sequence[str], groups: Sequence[str], without: Sequence[float],
                       with_ai: Sequence[float]) -> bytes:
     """Fig. 6d: one line per reader from their accuracy without AI to their accuracy with AI, coloured by
@@ -301,6 +448,7 @@ def reader_paired_svg(title: str, readers: Sequence[str], groups: Sequence[str],
     return _with_rc(draw)
 
 
+@memoized_svg
 def embedding_svg(title: str, coords, panels: Sequence[tuple[str, Sequence[str]]]) -> bytes:
     """2-D maps of the same points (``coords`` [N, 2]), one panel per colouring: ``(panel title, label per
     point)``; each panel's legend lists its labels in sorted order."""

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dermbench.report.calibration import markdown_html
+from dermbench.report.figures import memoized_svg
 from dermbench.report.sections import Section
 from dermbench.stats.ranks import RankResult, rank_models
 
@@ -98,6 +99,7 @@ def format_ranks(rankings) -> str:
     return "\n".join(out)
 
 
+@memoized_svg
 def cd_svg(title: str, res: RankResult) -> bytes:
     """Critical-difference diagram: models on the mean-rank axis (1 = best, left) with their bootstrap
     intervals; a thick bar joins models the bootstrap pairwise tests cannot tell apart (Holm, α = 0.05);

@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from dermbench.report.figures import memoized_svg
 from dermbench.report.sections import Section
 
 ROBUSTNESS_METRIC = "auroc"
@@ -128,6 +129,7 @@ def build_robustness(results_dir: Path, records: Sequence[dict]) -> Optional[Sec
                    files=[("robustness.csv", _csv(csv_header, csv_rows))], figures=[figure])
 
 
+@memoized_svg
 def robustness_svg(records: Sequence[dict], metric: str = ROBUSTNESS_METRIC) -> bytes:
     """One panel per (task, corruption): the metric against severity (0 = clean) with CI bands, one line per model."""
     from dermbench.report.figures import _figure, _render, _with_rc, colour, figure_legend
@@ -232,6 +234,7 @@ def build_transfer(results_dir: Path, records: Sequence[dict]) -> Optional[Secti
                    files=[("transfer.csv", _csv(header, csv_rows))], figures=figures)
 
 
+@memoized_svg
 def transfer_svg(title: str, tasks: Sequence[str], task_titles: Sequence[str], values: dict, metric: str) -> bytes:
     """Heatmap train (rows) x test (columns) with the value in each cell; the diagonal outlined."""
     import numpy as np

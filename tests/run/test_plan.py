@@ -132,23 +132,28 @@ def test_heartbeat_keeps_a_claim_fresh(tmp_path):
     assert time.time() - claim.path.stat().st_mtime < 5
 
 
-def _race(folder, ids, queue):
+def _race(folder, ids, queue, all_reported):
     won = []
     for job_id in ids:
         c = claims.try_claim(folder, job_id)
         if c is not None:
             won.append(job_id)
     queue.put(won)
+    # Stay alive until every worker has raced: a claim whose process is gone is stale and rightly
+    # taken over, so a worker that finished first and exited would hand its jobs to a slow one.
+    all_reported.wait(60)
 
 
 def test_concurrent_workers_never_claim_the_same_job(tmp_path):
     ids = [f"job-{i}" for i in range(40)]
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(tmp_path, ids if k % 2 else ids[::-1], queue)) for k in range(4)]
+    queue, all_reported = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_race, args=(tmp_path, ids if k % 2 else ids[::-1], queue, all_reported))
+             for k in range(4)]
     for p in procs:
         p.start()
     won = [job for _ in procs for job in queue.get(timeout=60)]
+    all_reported.set()
     for p in procs:
         p.join()
     assert sorted(won) == sorted(ids)  # each job claimed exactly once
