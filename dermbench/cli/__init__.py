@@ -12,7 +12,14 @@ Layer 7 (the top): may import every package of dermbench, and :mod:`dermino.pret
 """
 from __future__ import annotations
 
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning (README, "Speed on a small CPU machine"): spinning
+# threads took the cores from the work on small CPU machines, and the arithmetic is the same either
+# way. It must be set before torch loads its OpenMP runtime, so here, before any command module; a
+# value in the user's environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # each command module registers its commands on the root app when imported
 from dermbench.cli import benchmark  # noqa: F401

@@ -180,12 +180,20 @@ class ShardFolder:
         return sorted(claims.live_claims(self.folder / CLAIMS, stale_after=self.stale_after))
 
     def sweep(self, other_hosts_after: float = 86400.0) -> None:
-        """Remove temporaries that killed writers left behind: those of this host's processes that are
-        gone, and those of other hosts untouched for a day (a live writer refreshes its files)."""
+        """Remove what killed writers left behind: temporaries of this host's processes that are gone
+        and of other hosts untouched for a day (a live writer refreshes its files), and stale claims of
+        shards that were committed (a writer killed between its commit and its release: no one claims
+        a committed shard again, so no takeover would ever clear them)."""
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return
+        for claim_file in sorted((self.folder / CLAIMS).glob("*.claim")) if CLAIMS in names else []:
+            key = claim_file.name[: -len(".claim")]
+            current = claims.read_claim(claim_file)
+            if (f"{key}{INDEX_SUFFIX}" in names and current is not None
+                    and claims.is_stale(*current, stale_after=self.stale_after)):
+                claims.release(claims.Claim(claim_file, current[0]))
         now = time.time()
         for n in names:
             if not n.startswith(".tmp-"):

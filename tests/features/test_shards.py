@@ -174,3 +174,21 @@ def test_a_committed_shard_is_not_claimed(tmp_path):
     (tmp_path / "f").mkdir()
     (tmp_path / "f" / f"k{INDEX_SUFFIX}").write_text("{}")
     assert folder.claim("k") is None and folder.live_claims() == []
+
+def test_sweep_clears_the_claim_of_a_writer_killed_after_its_commit(tmp_path):
+    """Killed between committing a shard and releasing its claim: the claim would stay forever (no one
+    claims a committed shard again), so the sweep removes it once its holder is gone; live ones stay."""
+    folder = ShardFolder(tmp_path / "f", stale_after=60)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for key in ("done-dead", "done-alive", "open-dead"):
+        claim = folder.claim(key)
+        if key.endswith("dead"):
+            claim.path.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid,
+                                              "time": 0, "token": "old", "slurm_job": None}))
+        if key.startswith("done"):
+            (tmp_path / "f" / f"{key}{INDEX_SUFFIX}").write_text("{}")
+    folder.sweep()
+    left = sorted(n for n in os.listdir(tmp_path / "f" / "claims") if not n.startswith("."))
+    # open-dead stays for the takeover of the next writer, which then computes the shard
+    assert left == ["done-alive.claim", "open-dead.claim"]
