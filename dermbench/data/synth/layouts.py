@@ -417,25 +417,52 @@ WRITERS: dict[str, Callable[[Writer], dict]] = {
 }
 
 
+def _write_dataset(out_dir: Path, seed: int, scale: float, image_size, name: str) -> tuple[dict, int]:
+    """One dataset of DermSynth (in a worker process): its counts and how many images it wrote."""
+    w = Writer(out_dir, seed, scale, image_size)
+    return WRITERS[name](w), w.images_written
+
+
 def generate(out_dir: Path, scale: float = 1.0, seed: int = 0, datasets: Optional[list[str]] = None,
-             image_size: "int | tuple[int, int]" = 128, progress: bool = True) -> Path:
+             image_size: "int | tuple[int, int]" = 128, progress: bool = True,
+             workers: Optional[int] = None) -> Path:
     """Write DermSynth into ``out_dir`` (official layouts). Same arguments, same bytes.
 
     image_size: an int is the mean side of square images (each jittered by 0.875-1.25x); a
     (width, height) pair makes every image exactly that size, as a camera does (ISIC-like JPEGs
     of 1024x768 or 3000x2000 for decode benchmarks).
-    progress: a bar over the datasets (``DermSynth · generate``, on a terminal; see dermbench.progress)."""
+    progress: a bar over the datasets (``DermSynth · generate``, on a terminal; see dermbench.progress).
+    workers: processes writing datasets side by side (default: one per core, at most 8). Every image
+    draws from its own RNG seeded by its key and every dataset writes its own folder, so the bytes do
+    not depend on the number of workers or on which finishes first."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    w = Writer(out_dir, seed, scale, image_size)
     names = list(datasets or WRITERS)
-    counts = {}
+    workers = min(workers or min(os.cpu_count() or 1, 8), len(names))
+    counts, written = {}, 0
     with progress_bar(total=len(names), step=("DermSynth", "generate"), unit="dataset", enabled=progress) as bar:
-        for name in names:
-            bar.set_postfix_str(f"{name}, {w.images_written} images so far", refresh=False)
-            counts[name] = WRITERS[name](w)
+        def done(name: str, result: tuple[dict, int]) -> None:
+            nonlocal written
+            counts[name], n = result
+            written += n
+            bar.set_postfix_str(f"{name}, {written} images so far", refresh=False)
             bar.update()
-        bar.set_postfix_str(f"{w.images_written} images", refresh=True)
+
+        if workers <= 1:
+            for name in names:
+                done(name, _write_dataset(out_dir, seed, scale, image_size, name))
+        else:
+            # spawn, not fork: the caller may hold torch's OpenMP threads, which a forked child inherits broken
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_write_dataset, out_dir, seed, scale, image_size, n): n for n in names}
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+        bar.set_postfix_str(f"{written} images", refresh=True)
+    counts = {name: counts[name] for name in names}  # the manifest in the datasets' order, not finishing order
     manifest = {"generator": "dermbench DermSynth", "version": VERSION, "seed": seed, "scale": scale,
                 "image_size": list(image_size) if isinstance(image_size, tuple) else image_size, "counts": counts}
     (out_dir / "DERMSYNTH.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
