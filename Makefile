@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/dermbench run --model dermino-tiny,random-vit --task ph2-cls,ddi --protocol robustness --quiet --results $(DEMO_RESULTS)
 	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --protocol transfer --quiet --results $(DEMO_RESULTS)
 	$(BIN)/dermbench leaderboard --results $(DEMO_RESULTS) --format all --out $(DEMO_OUT)
-	$(BIN)/dermbench paper --results $(DEMO_RESULTS) --out $(DEMO_OUT)/paper
+	$(BIN)/dermbench paper --results $(DEMO_RESULTS) --out $(DEMO_OUT)/paper --leaderboard $(DEMO_OUT)
 
 test: install
 	$(BIN)/python -m pytest -q

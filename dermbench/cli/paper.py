@@ -25,6 +25,10 @@ def paper(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model compared with the readers (default: best linear AUROC on the study tasks)."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="t-SNE maps (rebuilds each backbone; features come from the cache)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " For the t-SNE maps' features the cache lacks."),
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="A folder written by `dermbench leaderboard "
+                                               "--format all --out DIR` from these results: link to it instead of "
+                                               "building a second copy (built anyway, with a note saying why, when "
+                                               "the results or dermbench changed since)."),
 ) -> None:
     """Every table and figure of the paper: leaderboard, reader study, t-SNE maps, qualitative grids, summary tables."""
     from dermbench.data.sample import DatasetError
@@ -34,7 +38,8 @@ def paper(
     results = _results_or_fail(results)
     device = device_option(device) if embeddings else "cpu"  # no backbone runs without the t-SNE maps
     try:
-        built = build_paper(results, out, readings=readings, model=model, embeddings=embeddings, device=device)
+        built = build_paper(results, out, readings=readings, model=model, embeddings=embeddings, device=device,
+                            leaderboard=leaderboard)
     except (ReadingsError, DatasetError, FileNotFoundError, KeyError) as exc:
         fail(error_text(exc))
     for note in built["notes"]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -861,9 +862,76 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
         path = out_dir / name
         atomic_write_bytes(path, data)
         paths.append(path)
+    # what this folder was built from, so `dermbench paper --leaderboard` can link to it instead of
+    # building a second copy (written last: a folder without it, or with another one, is not reused)
+    options = {"formats": sorted(formats), "rebuild": rebuild, "figures": figures,
+               "selection": selection.describe() if selection else "no filters", "tasks": list(tasks or []),
+               "protocols": list(protocols or []), "metrics": list(metrics or []),
+               "allow_missing_bootstrap": allow_missing_bootstrap}
+    inputs = {"schema": INPUTS_SCHEMA, **leaderboard_inputs(results_dir), "options": options,
+              "files": sorted(name for name, _ in files)}
+    atomic_write_bytes(out_dir / INPUTS_FILE, (json.dumps(inputs, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return {"markdown": markdown, "tables": tables, "paths": paths, "fairness": fairness_df, "sections": sections,
             "notes": notes, "kinds": kinds}
 
 
+INPUTS_FILE = "leaderboard.inputs.json"
+INPUTS_SCHEMA = "dermbench.leaderboard-inputs/1"
+# what `dermbench paper` needs of a leaderboard folder it links to: every format, figures, no filter
+PAPER_OPTIONS = {"formats": ["csv", "html", "latex", "md"], "rebuild": False, "figures": True, "selection": "no filters",
+                 "tasks": [], "protocols": [], "metrics": [], "allow_missing_bootstrap": False}
+
+
+def leaderboard_inputs(results_dir: Path) -> dict[str, Any]:
+    """The results folder (resolved), a fingerprint of everything in it but the run's bookkeeping
+    (``_jobs/``: claims and logs change while nothing a table shows does) — relative path, size and
+    mtime of each file, so any rewrite counts as a change — and the sha256 of dermbench's sources."""
+    import hashlib
+    import os
+
+    from dermbench.run.results import git_state
+
+    results_dir = Path(results_dir).resolve()
+    digest = hashlib.sha256()
+    for folder, dirs, names in os.walk(results_dir):
+        dirs[:] = sorted(d for d in dirs if not (Path(folder) == results_dir and d == "_jobs"))
+        for name in sorted(names):
+            st = os.stat(os.path.join(folder, name))
+            rel = os.path.relpath(os.path.join(folder, name), results_dir)
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return {"results": str(results_dir), "results_fingerprint": digest.hexdigest(),
+            "code_sha256": git_state().get("source_sha256")}
+
+
+def reusable_leaderboard(folder: Path, results_dir: Path) -> tuple[Optional[list[Path]], str]:
+    """The files of the leaderboard in ``folder`` when it was built by this code from the results in
+    ``results_dir`` as they are now, with every format and no filter; else None. Second item: why not."""
+    folder = Path(folder)
+    try:
+        built = json.loads((folder / INPUTS_FILE).read_text())
+    except FileNotFoundError:
+        return None, f"{folder} holds no {INPUTS_FILE} (not written by `dermbench leaderboard --out`)"
+    except (OSError, ValueError) as exc:
+        return None, f"{folder / INPUTS_FILE} is unreadable ({exc})"
+    if built.get("schema") != INPUTS_SCHEMA:
+        return None, f"{folder / INPUTS_FILE} is of another dermbench version"
+    now = leaderboard_inputs(results_dir)
+    if built.get("results") != now["results"]:
+        return None, f"it was built from the results in {built.get('results')}, not {now['results']}"
+    if built.get("results_fingerprint") != now["results_fingerprint"]:
+        return None, "the results changed since it was built"
+    if built.get("code_sha256") != now["code_sha256"]:
+        return None, "it was built by another version of dermbench"
+    if built.get("options") != PAPER_OPTIONS:
+        return None, ("it was not built with --format all and without filters "
+                      f"(built with {json.dumps(built.get('options'), sort_keys=True)})")
+    files = [folder / name for name in built.get("files", [])]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        return None, f"files are missing from it: {', '.join(missing[:5])}"
+    return files, ""
+
+
 __all__ = ["FilterError", "Table", "build_tables", "filter_records", "build_figures", "build_leaderboard", "load_records", "recompute_metrics",
+           "reusable_leaderboard",
            "to_csv", "to_html", "to_latex", "to_markdown", "ReplicateStore"]

@@ -4,7 +4,8 @@ Layout of ``<out>``::
 
     index.html                    one page showing and linking everything below (relative links; offline)
     leaderboard/                  the leaderboard in every format, its heatmaps (Fig. 5d) and bars, the
-                                  interactive leaderboard.html
+                                  interactive leaderboard.html (or, with ``--leaderboard DIR``, links to
+                                  the one already built in DIR from these results)
     reader_study/                 reader_study.md/.json/CSVs, Fig. 6c and 6d (and, on DermSynth without
                                   --readings, the simulated reader_study.csv that was analysed)
     embeddings/                   t-SNE maps per model (Extended Data Fig. 5)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -63,14 +65,18 @@ def reader_study_part(results_dir: Path, out: Path, readings: Optional[Path], mo
 
 
 def build_paper(results_dir: Path, out_dir: Path, readings: Optional[Path] = None, model: Optional[str] = None,
-                embeddings: bool = True, n_images: int = 4, device: str = "cpu") -> dict[str, Any]:
+                embeddings: bool = True, n_images: int = 4, device: str = "cpu",
+                leaderboard: Optional[Path] = None) -> dict[str, Any]:
     """Write the paper folder; returns {"paths", "notes", "reader_study"}. ``device``: where the t-SNE maps'
-    backbones compute features the cache lacks."""
+    backbones compute features the cache lacks. ``leaderboard``: a folder written by ``dermbench
+    leaderboard --format all`` from these results as they are now, by this code: the paper links to it
+    instead of building its own copy in ``leaderboard/`` (when it does not qualify, the copy is built
+    and a note says why)."""
     from dermbench.report import embeddings as E
     from dermbench.report import qualitative as Q
     from dermbench.report import summary_tables as S
     from dermbench.report.html import page
-    from dermbench.report.leaderboard import build_leaderboard, load_records
+    from dermbench.report.leaderboard import build_leaderboard, load_records, reusable_leaderboard
 
     results_dir, out = Path(results_dir), Path(out_dir)
     records = load_records(results_dir)
@@ -84,19 +90,28 @@ def build_paper(results_dir: Path, out_dir: Path, readings: Optional[Path] = Non
         paths.append(out / rel)
         return rel
 
-    # 1. the leaderboard, all formats (heatmaps, bars, the interactive page)
-    lb = build_leaderboard(results_dir, out / "leaderboard", formats=("md", "csv", "latex", "html"))
-    paths += lb["paths"]
-    lb_figs = sorted(p.name for p in lb["paths"] if p.suffix == ".svg")
+    # 1. the leaderboard, all formats (heatmaps, bars, the interactive page): linked when one built from
+    # these very results is given, else built here
+    lb_files, why_not = reusable_leaderboard(leaderboard, results_dir) if leaderboard is not None else (None, "")
+    if lb_files is not None:
+        lb_dir = os.path.relpath(Path(leaderboard).resolve(), out.resolve()).replace(os.sep, "/")
+        notes.append(f"the leaderboard is the one in {leaderboard} (built from these results by this code), linked as {lb_dir}/")
+    else:
+        if leaderboard is not None:
+            notes.append(f"the leaderboard in {leaderboard} is not used ({why_not}): built again in {out / 'leaderboard'}")
+        lb_files = build_leaderboard(results_dir, out / "leaderboard", formats=("md", "csv", "latex", "html"))["paths"]
+        paths += lb_files
+        lb_dir = "leaderboard"
+    lb_figs = sorted(p.name for p in lb_files if p.suffix == ".svg")
     body = ['<p>Every table and figure of the paper from the results in <code>'
             f'{html.escape(str(results_dir))}</code> ({len(records)} results, '
             f'{len({r["model"] for r in records})} models, {len({r["task"] for r in records})} tasks).</p>',
             '<h2 id="leaderboard">Leaderboard</h2>',
-            '<p><a href="leaderboard/leaderboard.html">Interactive leaderboard</a> · '
-            '<a href="leaderboard/leaderboard.md">markdown</a> · <a href="leaderboard/leaderboard.csv">CSV</a> · '
-            '<a href="leaderboard/leaderboard.tex">LaTeX</a></p>']
-    body += [_img(f"leaderboard/{n}", n) for n in lb_figs if n.startswith("fig_heatmap_")]
-    body += [_img(f"leaderboard/{n}", n) for n in lb_figs if not n.startswith("fig_heatmap_")]
+            f'<p><a href="{lb_dir}/leaderboard.html">Interactive leaderboard</a> · '
+            f'<a href="{lb_dir}/leaderboard.md">markdown</a> · <a href="{lb_dir}/leaderboard.csv">CSV</a> · '
+            f'<a href="{lb_dir}/leaderboard.tex">LaTeX</a></p>']
+    body += [_img(f"{lb_dir}/{n}", n) for n in lb_figs if n.startswith("fig_heatmap_")]
+    body += [_img(f"{lb_dir}/{n}", n) for n in lb_figs if not n.startswith("fig_heatmap_")]
 
     # 2. the reader study
     study = reader_study_part(results_dir, out, Path(readings) if readings else None, model, notes)

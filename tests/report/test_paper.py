@@ -28,10 +28,10 @@ FAST = ["--set", "linear.epochs=5", "--set", "label-efficiency.epochs=5", "--set
 def store(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper-results")
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "mpl5,sid2", "--protocol", "linear,label-efficiency",
-                              "--output", str(out), *FAST])
+                              "--results", str(out), *FAST])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "isic2016", "--protocol", "seg-linear",
-                              "--output", str(out), *FAST])
+                              "--results", str(out), *FAST])
     assert res.exit_code == 0, res.output
     return out
 
@@ -163,6 +163,35 @@ def test_paper_folder_has_every_part_and_its_links_resolve(store, tmp_path):
     skin = pd.read_csv(out / "tables" / "skin_types.csv").set_index("task")
     assert skin.loc["mpl5"].sum() == datasets.loc["mpl5", "images"]  # every image counted once
     assert "simulated study" in res.output
+
+
+def test_paper_links_a_leaderboard_built_from_the_same_results_and_rebuilds_a_stale_one(store, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(store, results)
+    board = tmp_path / "board"
+    res = runner.invoke(app, ["leaderboard", "--results", str(results), "--format", "all", "--out", str(board)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "site" / "paper"
+    res = runner.invoke(app, ["paper", "--results", str(results), "--out", str(out), "--leaderboard", str(board),
+                              "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "leaderboard").exists()  # no second copy
+    index = (out / "index.html").read_text(encoding="utf-8")
+    parser = _Links()
+    parser.feed(index)
+    linked = [link for link in parser.links if "leaderboard.html" in link or "fig_heatmap_" in link]
+    assert linked and all((out / link).resolve().is_file() for link in linked), linked
+    assert all(link.startswith("../../board/") for link in linked) and "is the one in" in res.output
+    # the results change (a result rewritten): the linked leaderboard no longer shows them, so it is built again
+    result = next(results.rglob("linear@*.json"))
+    result.write_text(result.read_text())
+    res = runner.invoke(app, ["paper", "--results", str(results), "--out", str(tmp_path / "again"),
+                              "--leaderboard", str(board), "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    assert "the results changed since it was built" in res.output
+    assert (tmp_path / "again" / "leaderboard" / "leaderboard.html").is_file()
 
 
 def test_caption_table_shows_the_same_images_for_every_model(tmp_path):
