@@ -413,6 +413,7 @@ BAD_STORE_CASES = {
     "missing bootstrap: --allow-missing-bootstrap shows °": (_delete_bootstrap, ["leaderboard", "--allow-missing-bootstrap"], 0, ["°", "Notes:"]),
     "missing bootstrap: compare stops": (_delete_bootstrap, COMPARE, 1, []),
     "missing bootstrap: fairness stops": (_delete_bootstrap, ["fairness"], 1, []),
+    "missing bootstrap: calibration stops": (_delete_bootstrap, ["calibration"], 1, []),
     "missing predictions: leaderboard stops": (_delete_predictions, ["leaderboard"], 1, []),
     "edited predictions: leaderboard stops": (_edit_predictions, ["leaderboard"], 1, []),
 }
@@ -433,7 +434,7 @@ def test_bad_files_in_the_results_folder_are_named_never_silent(two_model_store,
     if code == 0:  # skipped or allowed: said on stderr, one line per file
         assert any(line.startswith("warning: ") and name in line for line in res.stderr.splitlines()), res.stderr
     if code == 1:  # the store is incomplete: the fix is the exact line that makes the file again
-        assert "dermbench run --model " in res.stderr and f"--output {store}" in res.stderr, res.stderr
+        assert "dermbench run --model " in res.stderr and f"--results {store}" in res.stderr, res.stderr
         assert ("--allow-missing-bootstrap" in res.stderr) == (command == ["leaderboard"]), res.stderr
         assert not out.exists()  # nothing written
 

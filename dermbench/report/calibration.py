@@ -48,13 +48,13 @@ def eligible(records: Sequence[dict]) -> list[dict]:
 
 def record_calibration(results_dir: Path, record: dict) -> Optional[dict]:
     """{'before': {metric: summary+replicates}, 'after': ... or None, 'temperature', 'n_calibration', 'bins'}."""
-    from dermbench.run.results import read_predictions, read_table
+    from dermbench.run.results import read_bootstrap, read_predictions, read_table
     from dermbench.stats.evaluation import classification_arrays
 
     preds = read_predictions(record["_path"])
     if preds["sample_id"].duplicated().any():
         return None
-    shared = np.load(Path(results_dir) / record["bootstrap"]["path"])
+    shared = read_bootstrap(results_dir, record)  # a missing file: named, with the run line that redraws it
     y, pred, scores = classification_arrays(preds)
     out = {"before": C.evaluate_calibration(y, pred, scores, shared), "after": None, "temperature": math.nan,
            "n_calibration": 0}

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import pandas as pd
 
 from dermbench.report.calibration import eligible, markdown_html
@@ -46,7 +45,7 @@ def operating_point_table(results_dir: Path, records: Optional[Sequence[dict]] =
                           tasks: Optional[Sequence[str]] = None, protocols: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Rows of :data:`dermbench.stats.operating_point.COLUMNS` for the matching results, Holm-adjusted together.
     Results without held-out scores are listed in ``table.attrs['without_calibration']``."""
-    from dermbench.run.results import iter_results, read_predictions, read_table
+    from dermbench.run.results import iter_results, read_bootstrap, read_predictions, read_table
 
     OP.parse_rule(rule)
     results_dir = Path(results_dir)
@@ -63,7 +62,7 @@ def operating_point_table(results_dir: Path, records: Optional[Sequence[dict]] =
             without.append(f"{r['model']} · {r['task']} · {r['protocol']}")
             continue
         preds = with_estimated_skin_tone(results_dir, r["task"], read_predictions(r["_path"]))
-        shared = np.load(results_dir / r["bootstrap"]["path"])
+        shared = read_bootstrap(results_dir, r)  # a missing file: named, with the run line that redraws it
         rows += OP.operating_point_rows(r, preds, cal, shared, rule, attributes, intersectional, min_samples)
     table = OP.holm_family(pd.DataFrame(rows, columns=OP.COLUMNS))
     table.attrs.update(rule=rule, without_calibration=without, min_samples=min_samples)

@@ -1,6 +1,6 @@
 """The results store: one JSON per result plus its per-sample predictions.
 
-Layout (``<results>`` = ``--output``; ``<key12>``: the first 12 hex digits of the result's key,
+Layout (``<results>`` = ``--results``; ``<key12>``: the first 12 hex digits of the result's key,
 :func:`dermbench.run.identity.result_key`)::
 
     <results>/<model>/<task>/<protocol>@<key12>.json               metrics, identity, settings, provenance
@@ -173,7 +173,7 @@ def rerun_command(record: dict[str, Any], results_dir: Optional[Path] = None) ->
     if data_root:
         parts += ["--data-root", str(data_root)]
     if results_dir is not None:
-        parts += ["--output", str(results_dir)]
+        parts += ["--results", str(results_dir)]
     parts += ["--seed", str(identity.get("head_seed", record.get("seed", 0))),
               "--split-seed", str(identity.get("split_seed", record.get("split_seed", 0))),
               "--n-boot", str(identity.get("n_boot") or (record.get("bootstrap") or {}).get("n_boot") or 1000)]

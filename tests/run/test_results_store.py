@@ -163,7 +163,7 @@ def test_missing_files_name_themselves_and_the_run_line_that_remakes_them(tmp_pa
     record["data"] = {"root": "/data/derm"}
     line = rerun_command(record)
     assert line == (f"dermbench run --model m --task ddi --protocol linear --weights '/w/my weights.pt' --data-root /data/derm "
-                    f"--output {tmp_path} --seed 2 --split-seed 0 --n-boot 2 --split official --set linear.epochs=5")
+                    f"--results {tmp_path} --seed 2 --split-seed 0 --n-boot 2 --split official --set linear.epochs=5")
     assert read_bootstrap(tmp_path, record).shape == (2, 2)
     boot.unlink()
     with pytest.raises(MissingResultFile) as exc:
