@@ -5,19 +5,11 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-import torch
 
 from dermbench.progress import ENV_VAR
 from dermbench.protocols import get_protocol
-from tests.protocols.test_segmentation import ColourBackbone, make_ctx, write_lesions
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one_thread: that module's autouse fixture (tiny heads, one intra-op thread), used here too by importing it
+from tests.protocols.test_segmentation import ColourBackbone, make_ctx, one_thread, write_lesions  # noqa: F401
 
 
 def _last_lines(err: str) -> list[str]:
