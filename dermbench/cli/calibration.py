@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, missing_file_exit, split_list
 
 
 def _results(results: Optional[Path]) -> Path:
@@ -48,7 +48,6 @@ def calibration(
     models, tasks, protocols = split_list(model), _tasks(task), split_list([protocol] if protocol else None)
     records = [r for r in iter_results(results) if (not models or r["model"] in models)
                and (not tasks or r["task"] in tasks) and (not protocols or r["protocol"] in protocols)]
-    from dermbench.cli.reports import missing_file_exit
     from dermbench.run.results import MissingResultFile, ModifiedResultFile
 
     try:
@@ -74,7 +73,6 @@ def operating_point_command(results, model, task, protocol, attribute, min_sampl
         parse_rule(threshold)
     except ValueError as exc:
         fail(f"--threshold: {exc}")
-    from dermbench.cli.reports import missing_file_exit
     from dermbench.run.results import MissingResultFile, ModifiedResultFile
 
     attributes = split_list([attribute]) if attribute else list(DEFAULT_ATTRIBUTES)

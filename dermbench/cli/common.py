@@ -105,3 +105,10 @@ def echo_json(command: str, items: Sequence[Any], warnings: Sequence[str] = ()) 
 def _jsonable(value: Any) -> Any:
     # sets (e.g. the key sets of a weights report) as lists; paths and anything else as their text
     return sorted(value, key=str) if isinstance(value, (set, frozenset)) else str(value)
+
+
+def missing_file_exit(exc: BaseException, allow_option: bool = False) -> None:
+    """A stored result's predictions or bootstrap file is missing: exit 1 (the store, not the input, is
+    incomplete) with the message naming the file and the `dermbench run` line that makes it again."""
+    hint = " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)" if allow_option else ""
+    fail(error_text(exc) + hint, code=1)

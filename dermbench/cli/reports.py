@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, parse_overrides, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, missing_file_exit, parse_overrides, split_list
 
 # Selecting one result per (model, task, protocol) when a results folder holds several (see
 # dermbench.run.identity.SELECTION_RULE): the same options on leaderboard, compare and fairness.
@@ -21,13 +21,6 @@ KEY_HELP = "Only the result(s) whose key starts with this (see `dermbench result
 ALLOW_MISSING_HELP = ("When a result's bootstrap (or predictions) file is missing, show its cells with ° (no paired "
                       "test) and list the file in the notes, instead of stopping with the `dermbench run` line that "
                       "makes it again.")
-
-
-def missing_file_exit(exc: BaseException, allow_option: bool = False) -> None:
-    """A stored result's predictions or bootstrap file is missing: exit 1 (the store, not the input, is
-    incomplete) with the message naming the file and the `dermbench run` line that makes it again."""
-    hint = " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)" if allow_option else ""
-    fail(error_text(exc) + hint, code=1)
 
 
 def selection_from(seed: Optional[str], split_seed: Optional[int], n_boot: Optional[int], split: Optional[str],

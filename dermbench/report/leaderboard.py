@@ -871,6 +871,7 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     inputs = {"schema": INPUTS_SCHEMA, **leaderboard_inputs(results_dir), "options": options,
               "files": sorted(name for name, _ in files)}
     atomic_write_bytes(out_dir / INPUTS_FILE, (json.dumps(inputs, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    paths.append(out_dir / INPUTS_FILE)
     return {"markdown": markdown, "tables": tables, "paths": paths, "fairness": fairness_df, "sections": sections,
             "notes": notes, "kinds": kinds}
 
