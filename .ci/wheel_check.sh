@@ -18,4 +18,6 @@ test "$("$work/venv/bin/dermbench" list tasks | wc -l)" -ge 21
 "$work/venv/bin/dermbench" run --model random-vit --task ddi --protocol retrieval --synth-scale 0.25 --n-boot 50 \
     --quiet --results "$work/results"
 ls "$work"/results/random-vit/ddi/ >/dev/null
+# no git checkout here: the result's provenance names the package version and the installed sources' hash
+grep -q '"source_sha256": "[0-9a-f]\{64\}"' "$work"/results/random-vit/ddi/retrieval@*.json
 echo "wheel check: installed from the wheel, listed the task cards and ran ddi outside the source tree"

@@ -16,7 +16,10 @@ def _keep_argument_help() -> None:
     """typer (0.20) stores an argument's ``help`` and then calls click's ``Argument.__init__``, which in
     recent click releases (8.5 here) takes ``help`` itself and resets it to None: every positional argument lost its help text
     in ``-h``. Hand the text to click as well, only when this typer/click pair drops it."""
-    if TyperArgument(param_decls=["probe"], help="probe").help == "probe":
+    try:
+        if TyperArgument(param_decls=["probe"], help="probe").help == "probe":
+            return
+    except TypeError:  # another typer whose TyperArgument takes other arguments: it keeps its own help
         return
     original = TyperArgument.__init__
 
