@@ -606,4 +606,5 @@ def test_missing_weights_are_one_line_per_model_and_its_jobs_are_not_attempted(s
     assert {r["model"] for r in _result_files(out)} == {"random-vit"} and not (out / "dermino").exists()
     alone = runner.invoke(app, ["run", "--model", "dermino", *args[:-1], str(tmp_path / "r2")])
     assert alone.exit_code == 2 and "no model of this run has its weights" in alone.output, alone.output
+    assert alone.output.count("no weights for dermino") == 1  # said once, in the error itself
     assert _result_files(tmp_path / "r2") == []

@@ -328,12 +328,13 @@ def preflight(settings: RunSettings, jobs: list[Job], log: Callable[[str], None]
             checked[job.model] = weights_problem(job.model_key, settings.weights)
             if checked[job.model]:
                 refused[job.model] = checked[job.model]
-                log(f"{job.model}: not run (none of its jobs): {checked[job.model]}")
+    if len(refused) == 1 and len(checked) == 1:  # the run's only model: its message is the error, said once
+        raise WeightsError(f"no model of this run has its weights; nothing was run. {next(iter(refused.values()))}")
+    for model, problem in refused.items():
+        log(f"{model}: not run (none of its jobs): {problem}")
     if refused and len(refused) == len(checked):
-        names = ", ".join(refused)
-        raise WeightsError(f"no model of this run has its weights ({names}); nothing was run. "
-                           + (next(iter(refused.values())) if len(refused) == 1 else
-                              "Each model's line above says which file to put where."))
+        raise WeightsError(f"no model of this run has its weights ({', '.join(refused)}); nothing was run. "
+                           "Each model's line above says which file to put where.")
     jobs = [j for j in jobs if j.model not in refused]
 
     data_root = Path(settings.data_root)
