@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, missing_file_exit, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, reading_the_store, split_list
 
 
 def _results(results: Optional[Path]) -> Path:
@@ -48,14 +48,8 @@ def calibration(
     models, tasks, protocols = split_list(model), _tasks(task), split_list([protocol] if protocol else None)
     records = [r for r in iter_results(results) if (not models or r["model"] in models)
                and (not tasks or r["task"] in tasks) and (not protocols or r["protocol"] in protocols)]
-    from dermbench.run.results import MissingResultFile, ModifiedResultFile
-
-    try:
+    with reading_the_store():
         table, _ = calibration_table(results, records)
-    except (MissingResultFile, ModifiedResultFile) as exc:  # the store is incomplete: exit 1 with the re-run line
-        missing_file_exit(exc)
-    except (KeyError, ValueError) as exc:
-        fail(error_text(exc))
     typer.echo(format_calibration(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
@@ -73,17 +67,11 @@ def operating_point_command(results, model, task, protocol, attribute, min_sampl
         parse_rule(threshold)
     except ValueError as exc:
         fail(f"--threshold: {exc}")
-    from dermbench.run.results import MissingResultFile, ModifiedResultFile
-
     attributes = split_list([attribute]) if attribute else list(DEFAULT_ATTRIBUTES)
-    try:
+    with reading_the_store():
         table = operating_point_table(results, rule=threshold, attributes=attributes, intersectional=intersectional,
                                       min_samples=min_samples, models=split_list(model), tasks=_tasks(task),
                                       protocols=split_list([protocol] if protocol else None))
-    except (MissingResultFile, ModifiedResultFile) as exc:  # the store is incomplete: exit 1 with the re-run line
-        missing_file_exit(exc)
-    except (KeyError, ValueError) as exc:
-        fail(error_text(exc))
     typer.echo(format_operating_point(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))

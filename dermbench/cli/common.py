@@ -11,6 +11,8 @@ the conventions every command follows (README "Conventions"):
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, TypeVar
@@ -112,3 +114,18 @@ def missing_file_exit(exc: BaseException, allow_option: bool = False) -> None:
     incomplete) with the message naming the file and the `dermbench run` line that makes it again."""
     hint = " (or pass --allow-missing-bootstrap to show those cells with °, no paired test)" if allow_option else ""
     fail(error_text(exc) + hint, code=1)
+
+
+@contextlib.contextmanager
+def reading_the_store(errors: tuple = (KeyError, ValueError), allow_missing_option: bool = False):
+    """Around a report command's reading of the results store: a missing or edited predictions or
+    bootstrap file (the store is incomplete) exits 1 with the `dermbench run` line that makes it again
+    (:func:`missing_file_exit`); any of ``errors`` (bad input) is one error line, exit 2."""
+    from dermbench.run.results import MissingResultFile, ModifiedResultFile
+
+    try:
+        yield
+    except (MissingResultFile, ModifiedResultFile) as exc:
+        missing_file_exit(exc, allow_option=allow_missing_option)
+    except errors as exc:
+        fail(error_text(exc))

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from dermbench.cli._app import app
-from dermbench.cli.common import RESULTS_HELP, default_results, error_text, fail, missing_file_exit, parse_overrides, split_list
+from dermbench.cli.common import RESULTS_HELP, default_results, fail, parse_overrides, reading_the_store, split_list
 
 # Selecting one result per (model, task, protocol) when a results folder holds several (see
 # dermbench.run.identity.SELECTION_RULE): the same options on leaderboard, compare and fairness.
@@ -65,7 +65,7 @@ def leaderboard(
     import shutil
 
     from dermbench.report.leaderboard import build_leaderboard
-    from dermbench.run.results import MissingResultFile, ModifiedResultFile, forget_warnings
+    from dermbench.run.results import forget_warnings
 
     forget_warnings()
     results = results or default_results()
@@ -74,14 +74,11 @@ def leaderboard(
     formats = ("md", "csv", "latex", "html") if fmt == "all" else ("md",) if fmt is None else (fmt,)
     selection = selection_from(seed, split_seed, n_boot, split, set_, key)
     metrics = split_list(metric)
-    try:
+    # --rebuild recomputes from every file: --allow-missing-bootstrap cannot help it, so it is not offered
+    with reading_the_store((FileNotFoundError, ValueError), allow_missing_option=not rebuild):
         built = build_leaderboard(results, out, formats=formats, rebuild=rebuild, selection=selection,
                                   tasks=split_list(task), protocols=split_list(protocol), metrics=metrics,
                                   allow_missing_bootstrap=allow_missing_bootstrap)
-    except (MissingResultFile, ModifiedResultFile) as exc:  # --rebuild recomputes from every file: the option cannot help it
-        missing_file_exit(exc, allow_option=not rebuild)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(error_text(exc))
     if fmt is None:
         from dermbench.report.terminal import compact_tables, to_terminal
 
@@ -116,7 +113,7 @@ def compare(
     Holm-corrected claim over the rows with tests that can reach the corrected level."""
     from dermbench.report.compare import ComparisonError, compare_models, format_comparison
     from dermbench.data.tasks import select_tasks
-    from dermbench.run.results import MissingResultFile, forget_warnings
+    from dermbench.run.results import forget_warnings
 
     forget_warnings()
     models = split_list(model) or []
@@ -124,15 +121,11 @@ def compare(
         fail(f"compare needs exactly two --model values, got {models}")
     if not 0 < alpha < 1:
         fail(f"--alpha must lie between 0 and 1, got {alpha}")
-    try:
+    with reading_the_store((ComparisonError, KeyError, ValueError)):
         tasks = [c.name for c in select_tasks(task)] if task else None
         table = compare_models(results or default_results(), models[0], models[1], tasks=tasks, metric=metric,
                                protocol=protocol, alpha=alpha, claim_boot=claim_boot,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
-    except MissingResultFile as exc:
-        missing_file_exit(exc)
-    except (ComparisonError, KeyError, ValueError) as exc:
-        fail(error_text(exc))
     typer.echo(format_comparison(table))
 
 
@@ -165,20 +158,16 @@ def fairness(
         return operating_point_command(results, model, task, protocol, attribute, min_samples, csv, threshold, intersectional)
     from dermbench.report.fairness import fairness_table, format_fairness
     from dermbench.io import atomic_write_text
-    from dermbench.run.results import MissingResultFile, forget_warnings
+    from dermbench.run.results import forget_warnings
 
     forget_warnings()
     results = results or default_results()
     if not results.is_dir():
         fail(f"results folder {results} does not exist; run `dermbench run ...` first or pass --results")
-    try:
+    with reading_the_store():
         table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
                                attribute=attribute, min_samples=min_samples,
                                selection=selection_from(seed, split_seed, n_boot, split, set_, key))
-    except MissingResultFile as exc:
-        missing_file_exit(exc)
-    except (KeyError, ValueError) as exc:
-        fail(error_text(exc))
     typer.echo(format_fairness(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
