@@ -17,6 +17,9 @@ operations that are atomic on NFS are used:
   made in between, which it then puts back) and takes the job over.
 - **releasing**: the same rename-then-check, then ``unlink``, so a worker never removes a claim it
   does not hold.
+- **leftovers**: a worker killed between writing its temporary file and removing it leaves a
+  ``.<name>.claim.<host>.<pid>.<token>.tmp`` (or ``….aside``) behind; :func:`sweep_leftovers` removes
+  those of this host's dead processes, and of other hosts once untouched for a day.
 
 A claim is stale when its holder on this host is no longer alive, or when its heartbeat (the file's
 mtime, refreshed by :class:`Heartbeat` while the job runs) is older than ``stale_after`` seconds:
@@ -173,7 +176,7 @@ def _link_new(path: Path, holder: Holder) -> bool:
 
 def _move_aside_if(path: Path, token: str) -> bool:
     """Atomically take the claim at ``path`` out of the way if it carries ``token``; True if it did."""
-    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.aside")
+    aside = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}.aside")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -189,6 +192,38 @@ def _move_aside_if(path: Path, token: str) -> bool:
         return False
     os.unlink(aside)
     return True
+
+
+def sweep_leftovers(claims_dir: Path, other_hosts_after: float = 86400.0) -> int:
+    """Remove the temporary files of killed claimers in ``claims_dir``: those named with this host and
+    a pid that is gone, and those of other hosts untouched for ``other_hosts_after`` seconds (a live
+    claimer removes its own within milliseconds). Returns how many were removed."""
+    try:
+        names = os.listdir(claims_dir)
+    except FileNotFoundError:
+        return 0
+    host, now, removed = socket.gethostname(), time.time(), 0
+    for name in names:
+        if not (name.startswith(".") and (name.endswith(".tmp") or name.endswith(".aside"))):
+            continue
+        # .<job>.claim.<host>.<pid>.<token>.<tmp|aside>; the job id and host may themselves hold dots
+        before, _, rest = name.rpartition(".claim.")
+        parts = rest.split(".")
+        if not before or len(parts) < 4:
+            continue
+        leftover_host, pid = ".".join(parts[:-3]), parts[-3]
+        path = Path(claims_dir) / name
+        try:
+            if leftover_host == host and pid.isdigit():
+                if pid_alive(int(pid)):
+                    continue
+            elif now - path.stat().st_mtime < other_hosts_after:
+                continue
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def pid_alive(pid: int) -> bool:

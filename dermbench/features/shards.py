@@ -181,13 +181,16 @@ class ShardFolder:
 
     def sweep(self, other_hosts_after: float = 86400.0) -> None:
         """Remove what killed writers left behind: temporaries of this host's processes that are gone
-        and of other hosts untouched for a day (a live writer refreshes its files), and stale claims of
+        and of other hosts untouched for a day (a live writer refreshes its files), the claim temporaries
+        of killed claimers (:func:`dermbench.claims.sweep_leftovers`), and stale claims of
         shards that were committed (a writer killed between its commit and its release: no one claims
         a committed shard again, so no takeover would ever clear them)."""
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return
+        if CLAIMS in names:
+            claims.sweep_leftovers(self.folder / CLAIMS, other_hosts_after)
         for claim_file in sorted((self.folder / CLAIMS).glob("*.claim")) if CLAIMS in names else []:
             key = claim_file.name[: -len(".claim")]
             current = claims.read_claim(claim_file)

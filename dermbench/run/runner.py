@@ -440,6 +440,7 @@ class JobRunner:
         self._backbones: dict[str, Any] = {}
         self._last_traceback = ""
         self._outcomes: dict[str, Outcome] = {}  # this process's outcomes, by job id (a protocol reads its features job's)
+        claims.sweep_leftovers(claims_dir(self.results_dir))  # temporaries of claimers killed mid-claim
 
     def get_backbone(self, key: str):
         if key not in self._backbones:

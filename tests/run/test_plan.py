@@ -124,6 +124,29 @@ def test_stale_claims_are_taken_over(tmp_path):
     assert claims.try_claim(tmp_path, "alive", stale_after=300) is None
 
 
+def test_leftovers_of_killed_claimers_are_swept_and_live_ones_kept(tmp_path):
+    """A claimer SIGKILLed between writing its temporary file and removing it leaves the file behind
+    (seen in CI: test_resume_after_sigkill_mid_shard); the sweep removes it, and only it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    names = {
+        "dead_tmp": f".job.a.claim.{host}.{dead.pid}.{'0' * 32}.tmp",
+        "dead_aside": f".job.b.claim.{host}.{dead.pid}.{'1' * 32}.aside",
+        "live_tmp": f".job.c.claim.{host}.{os.getpid()}.{'2' * 32}.tmp",
+        "other_fresh": f".job.d.claim.node-7.cluster.12.{'3' * 32}.tmp",
+        "other_old": f".job.e.claim.node-7.cluster.12.{'4' * 32}.tmp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("{}")
+    day_ago = time.time() - 2 * 86400
+    os.utime(tmp_path / names["other_old"], (day_ago, day_ago))
+    held = claims.try_claim(tmp_path, "job.f")
+    assert claims.sweep_leftovers(tmp_path) == 3
+    assert sorted(os.listdir(tmp_path)) == sorted([names["live_tmp"], names["other_fresh"], "job.f.claim"])
+    assert claims.holds(held)
+
+
 def test_heartbeat_keeps_a_claim_fresh(tmp_path):
     claim = claims.try_claim(tmp_path, "long")
     os.utime(claim.path, (time.time() - 1000, time.time() - 1000))
