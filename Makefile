@@ -26,9 +26,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --quiet --set seg-upernet.save_masks=true --results $(DEMO_RESULTS)
-	$(BIN)/dermbench run --model dermino-tiny,random-vit --task ph2-cls,ddi --protocol robustness --quiet --results $(DEMO_RESULTS)
-	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --protocol transfer --quiet --results $(DEMO_RESULTS)
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --jobs auto --quiet --set seg-upernet.save_masks=true --results $(DEMO_RESULTS)
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task ph2-cls,ddi --jobs auto --protocol robustness --quiet --results $(DEMO_RESULTS)
+	$(BIN)/dermbench run --model dermino-tiny,random-vit --task all --jobs auto --protocol transfer --quiet --results $(DEMO_RESULTS)
 	$(BIN)/dermbench leaderboard --results $(DEMO_RESULTS) --format all --out $(DEMO_OUT)
 	$(BIN)/dermbench paper --results $(DEMO_RESULTS) --out $(DEMO_OUT)/paper --leaderboard $(DEMO_OUT)
 

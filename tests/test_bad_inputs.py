@@ -608,3 +608,15 @@ def test_missing_weights_are_one_line_per_model_and_its_jobs_are_not_attempted(s
     assert alone.exit_code == 2 and "no model of this run has its weights" in alone.output, alone.output
     assert alone.output.count("no weights for dermino") == 1  # said once, in the error itself
     assert _result_files(tmp_path / "r2") == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--jobs", "0"], "--jobs '0': expected a number of worker processes >= 1"),
+    (["--jobs", "many"], "--jobs 'many': expected a number of worker processes >= 1"),
+    (["--jobs", "2", "--shard", "0/2"], "--jobs 2 runs worker processes on this machine; with --shard"),
+    (["--jobs", "2", "--executor", "slurm"], "--jobs 2 runs worker processes on this machine; with --executor slurm"),
+])
+def test_bad_jobs_values_are_refused_before_any_work(extra, message, tmp_path):
+    res = _run(["--task", "ddi", "--output", str(tmp_path / "r"), *extra])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not (tmp_path / "r").exists()

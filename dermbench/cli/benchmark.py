@@ -146,13 +146,32 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
                        synth_scale=synth_scale, workers=workers, precision=precision, draft_decode=draft_decode)
 
 
+def jobs_option(jobs: str, device: str) -> int:
+    """``--jobs N|auto`` as a number of local worker processes (auto: :func:`executors.auto_jobs`)."""
+    from dermbench.run.executors import auto_jobs
+
+    if jobs == "auto":
+        return auto_jobs(device)
+    try:
+        n = int(jobs)
+    except ValueError:
+        n = 0
+    if n < 1:
+        fail(f"--jobs {jobs!r}: expected a number of worker processes >= 1 (1: this process only), or 'auto'")
+    return n
+
+
 def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
-                          slurm_array_parallelism, slurm_setting, wait, slurm_group_by="task"):
-    """None (run here), a ShardExecutor or a SlurmExecutor; a bad value exits with its one-line error."""
+                          slurm_array_parallelism, slurm_setting, wait, slurm_group_by="task", jobs=1):
+    """None (run here), a ParallelExecutor, a ShardExecutor or a SlurmExecutor; a bad value exits with its
+    one-line error."""
     from dermbench.run import executors as ex
 
     if executor not in ("local", "slurm"):
         fail(f"--executor {executor!r}: expected 'local' or 'slurm'")
+    if jobs > 1 and (shard or executor == "slurm"):
+        fail(f"--jobs {jobs} runs worker processes on this machine; with {'--shard' if shard else '--executor slurm'} "
+             "the processes are the launcher's (more shards, or --slurm-array-parallelism): drop --jobs")
     if shard and executor == "slurm":
         fail("--shard splits a run over processes you launch (srun, torchrun); --executor slurm submits job arrays "
              "itself: give one or the other")
@@ -160,7 +179,7 @@ def executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_ti
         if shard:
             return ex.ShardExecutor(ex.parse_shard(shard))
         if executor == "local":
-            return None
+            return ex.ParallelExecutor(jobs) if jobs > 1 else None
         import importlib.util
 
         if importlib.util.find_spec("submitit") is None:
@@ -201,7 +220,9 @@ def run(
                                   "fp32 on CPU) | fp32 | bf16 | fp16; recorded in each result and its key."),
     draft_decode: bool = typer.Option(False, "--draft-decode", help="Decode large JPEGs at reduced resolution "
                                       "(PIL draft mode): faster, slightly different features, cached apart."),
-    executor: str = typer.Option("local", "--executor", help="local (this process) | slurm (job arrays through submitit)."),
+    jobs: str = typer.Option("1", "--jobs", "-j", help="Worker processes on this machine, each running whole model × "
+                             "task groups (same numbers as one process); 'auto': one per core up to 4 on CPU, 1 with a GPU."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) | slurm (job arrays through submitit)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Run only shard K/N of the plan, or 'auto' (from SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE), for srun/torchrun."),
     slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition of both arrays."),
     slurm_gpus: int = typer.Option(1, "--slurm-gpus", help="GPUs per feature-extraction task (0: extract on CPUs)."),
@@ -234,7 +255,8 @@ def run(
                                      overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
     settings = replace(settings, strict=strict)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
-                                   slurm_array_parallelism, slurm_setting, wait, slurm_group_by)
+                                   slurm_array_parallelism, slurm_setting, wait, slurm_group_by,
+                                   jobs=jobs_option(jobs, device))
     from dermbench.data.sample import DatasetError
 
     try:

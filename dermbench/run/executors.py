@@ -3,6 +3,9 @@ records to the same worker (:func:`dermbench.run.runner.run_jobs`), so they resu
 results store; claims (:mod:`dermbench.claims`) keep two workers off the same job.
 
 - :class:`LocalExecutor`: every job, in order, in this process (``dermbench run``'s default).
+- :class:`ParallelExecutor`: the plan's model × task groups handed out to N worker processes on this
+  machine as each becomes free (``--jobs N``): for a CPU machine, where many jobs are bound by one core
+  (linear heads, bootstrap, Flower's Ray start) and the cores would otherwise idle.
 - :class:`ShardExecutor`: the K-th of N slices of the plan (``--shard K/N``, or ``--shard auto`` from
   ``SLURM_PROCID``/``SLURM_NTASKS`` or ``RANK``/``WORLD_SIZE``), for ``srun``/``torchrun`` launching N
   processes. The plan is cut by (model, task), so a task's features are extracted and read by the same
@@ -37,6 +40,89 @@ class LocalExecutor:
 
     def execute(self, settings, jobs: list[Job], worker: Worker, log: Callable[[str], None]) -> list[Outcome]:
         return worker(settings, jobs, log)
+
+
+# --- worker processes on this machine ------------------------------------------------------------
+
+def auto_jobs(device: str, cores: Optional[int] = None) -> int:
+    """``--jobs auto``: one process per core up to 4 on a CPU run (each process keeps torch's own
+    thread count, so the numbers are those of a one-process run); 1 with a GPU, which one process keeps busy."""
+    if device != "cpu":
+        return 1
+    return max(1, min(cores or os.cpu_count() or 1, 4))
+
+
+# The worker and settings of this worker process (set by the pool's initializer; spawn starts it fresh).
+_POOL: dict[str, Any] = {}
+
+
+def _pool_start(worker: Worker, settings) -> None:
+    _POOL.update(worker=worker, settings=settings, keep={})
+
+
+def _pool_run_group(group: list[Job]) -> list[Outcome]:
+    log = functools.partial(print, flush=True)  # lines of the processes interleave whole, each naming its job
+    return _POOL["worker"](_POOL["settings"], group, log, keep=_POOL["keep"])
+
+
+class ParallelExecutor:
+    """The plan's model × task groups run in ``processes`` worker processes of this machine.
+
+    A group (a features job and the protocol jobs reading its features) goes whole to the next free
+    process, in plan order, so features are extracted and read in one process and each process keeps its
+    built backbones. Results are the same as a one-process run: the same jobs, seeds and thread counts,
+    and the claims keep two processes off one job. Progress bars are off (several processes would draw
+    over each other); each finished job prints its line. A fatal outcome (NaN features) stops handing out
+    groups, and the rest are reported as not run, as in one process."""
+
+    returns_at_once = False
+
+    def __init__(self, processes: int):
+        if processes < 1:
+            raise ValueError(f"--jobs {processes}: expected a number of processes >= 1, or 'auto'")
+        self.processes = processes
+
+    def execute(self, settings, jobs: list[Job], worker: Worker, log: Callable[[str], None]) -> list[Outcome]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+        from dataclasses import replace
+
+        todo = groups(jobs)
+        n = min(self.processes, len(todo))
+        if n <= 1:
+            return worker(settings, jobs, log)
+        log(f"--jobs {self.processes}: {len(todo)} model × task group(s) in {n} worker processes")
+        settings = replace(settings, progress=False)
+        done: dict[int, list[Outcome]] = {}
+        stop_why = ""
+        # spawn, not fork: a forked child would inherit this process's torch/OpenMP thread pools and locks
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_pool_start, initargs=(worker, settings)) as pool:
+            queue = list(enumerate(todo))
+            running: dict[Any, int] = {}
+            while queue or running:
+                while queue and len(running) < n and not stop_why:
+                    i, group = queue.pop(0)
+                    running[pool.submit(_pool_run_group, group)] = i
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    try:
+                        done[i] = future.result()
+                    except BrokenProcessPool:
+                        stop_why = ("a --jobs worker process died (killed, or out of memory?); finished results "
+                                    "are kept: run again to resume, with fewer --jobs if memory ran out")
+                        done[i] = [Outcome(j.model, j.task, j.protocol or "features", "failed", stop_why, job=j.id)
+                                   for j in todo[i]]
+                    if any(o.fatal for o in done[i]) and not stop_why:
+                        stop_why = next(f"not run: the run stopped at {o.job}" for o in done[i] if o.fatal)
+            for i, group in queue:  # never handed out: the run stopped
+                done[i] = [Outcome(j.model, j.task, j.protocol or "features", "skipped", stop_why, job=j.id)
+                           for j in group]
+        return [o for i in sorted(done) for o in done[i]]
 
 
 # --- shards --------------------------------------------------------------------------------------

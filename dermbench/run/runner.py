@@ -411,11 +411,19 @@ def settings_record(settings: RunSettings) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
 
 
-def run_jobs(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] = print) -> list[Outcome]:
+def run_jobs(settings: RunSettings, jobs: list[Job], log: Callable[[str], None] = print,
+             keep: Optional[dict] = None) -> list[Outcome]:
     """Execute ``jobs`` in this process, in order: the worker of every executor. ``settings`` must be
     resolved (:func:`resolve_run`). A job already done is skipped (unless ``overwrite``), one that a live
-    worker has claimed is left to it, a stale claim is taken over; each job's log goes to its log file."""
-    runner = JobRunner(settings, log)
+    worker has claimed is left to it, a stale claim is taken over; each job's log goes to its log file.
+
+    ``keep``: a dict the caller holds across calls (a ``--jobs`` worker process running one model × task
+    group per call): the JobRunner, with its built backbones and loaded tasks, is kept in it and reused."""
+    runner = keep.get("runner") if keep is not None else None
+    if runner is None:
+        runner = JobRunner(settings, log)
+        if keep is not None:
+            keep["runner"] = runner
     outcomes: list[Outcome] = []
     for i, job in enumerate(jobs):
         outcomes.append(runner.run(job, readers=[j for j in jobs if job.id in j.after]))
