@@ -97,9 +97,10 @@ class ParallelExecutor:
         done: dict[int, list[Outcome]] = {}
         stop_why = ""
         # spawn, not fork: a forked child would inherit this process's torch/OpenMP thread pools and locks
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_pool_start, initargs=(worker, settings)) as pool:
-            queue = list(enumerate(todo))
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_pool_start, initargs=(worker, settings))
+        queue = list(enumerate(todo))
+        try:
             running: dict[Any, int] = {}
             while queue or running:
                 while queue and len(running) < n and not stop_why:
@@ -119,9 +120,18 @@ class ParallelExecutor:
                                    for j in todo[i]]
                     if any(o.fatal for o in done[i]) and not stop_why:
                         stop_why = next(f"not run: the run stopped at {o.job}" for o in done[i] if o.fatal)
-            for i, group in queue:  # never handed out: the run stopped
-                done[i] = [Outcome(j.model, j.task, j.protocol or "features", "skipped", stop_why, job=j.id)
-                           for j in group]
+        except BaseException:
+            # Ctrl-C or a kill of this process: stop the workers now rather than wait for their groups (what
+            # they finished is stored; their claims turn stale with them, and a rerun takes those jobs over).
+            # ProcessPoolExecutor has no public way to stop running workers before Python 3.14.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        for i, group in queue:  # never handed out: the run stopped
+            done[i] = [Outcome(j.model, j.task, j.protocol or "features", "skipped", stop_why, job=j.id)
+                       for j in group]
         return [o for i in sorted(done) for o in done[i]]
 
 

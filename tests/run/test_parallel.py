@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -26,6 +28,8 @@ def fake_worker(settings, jobs, log, keep=None):
     keep.setdefault("pid", os.getpid())
     out = []
     for job in jobs:
+        if settings["sleeps_on"] and job.task.startswith(settings["sleeps_on"]):
+            time.sleep(120)
         if job.task == settings["dies_on"]:
             os._exit(9)
         fatal = job.task == settings["fatal_on"] and job.stage == "features"
@@ -40,6 +44,7 @@ def fake_worker(settings, jobs, log, keep=None):
 class _S:
     fatal_on: str = ""
     dies_on: str = ""
+    sleeps_on: str = ""
     progress: bool = True
 
     def __getitem__(self, key):
@@ -71,6 +76,29 @@ def test_a_worker_process_that_dies_fails_its_groups_with_the_reason():
     assert "worker process died" in by_job["m.t2.features"].message and "run again to resume" in by_job["m.t2.features"].message
     # the pool goes down with the process: groups in flight fail the same way, those never handed out are skipped
     assert all(o.status == "done" or "worker process died" in o.message for o in outcomes)
+
+
+def test_an_interrupt_stops_the_worker_processes_at_once():
+    """Ctrl-C (SIGINT to this process) while both workers are busy: raised here within seconds, workers gone."""
+    import multiprocessing
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(8)  # the workers are started (spawn) and asleep in their groups by then
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ParallelExecutor(2).execute(_S(sleeps_on="t"), _jobs(3), fake_worker, lambda m: None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert time.monotonic() - started < 30  # not the 120 s the sleeping group would take
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not multiprocessing.active_children()
 
 
 def test_auto_is_one_process_per_core_up_to_4_on_cpu_and_1_with_a_gpu():
