@@ -67,7 +67,7 @@ def main() -> None:
         built = leaderboard.build_leaderboard(args.results, out, formats=("md", "csv", "latex", "html"))
         total = time.perf_counter() - t0
     print(f"results: {args.results} ({len(built['tables'])} tables, {len(built['paths'])} files written)")
-    print(f"{"import dermbench.report":36s} {imported:7.2f} s")
+    print(f"{'import dermbench.report':36s} {imported:7.2f} s")
     for name, seconds in timer.seconds.items():
         print(f"{name:36s} {seconds:7.2f} s")
     rest = total - sum(timer.seconds.values())
