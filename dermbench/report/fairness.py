@@ -18,7 +18,7 @@ from dermbench.stats.fairness import (  # noqa: F401  (re-exported)
 def record_fairness(results_dir: Path, record: dict, metric: str = "auroc", attributes: Optional[Sequence[str]] = None,
                     min_samples: int = MIN_SAMPLES, predictions: Optional[pd.DataFrame] = None) -> list[dict]:
     """Fairness rows of one stored result (its predictions and shared resamples read from the store)."""
-    from dermbench.run.results import read_bootstrap, read_predictions
+    from dermbench.report.store_memo import read_bootstrap, read_predictions  # once per leaderboard build
 
     kind = record.get("kind")
     allowed = CLASSIFICATION_METRICS if kind == "classification" else SEGMENTATION_METRICS if kind == "segmentation" else ()

@@ -45,7 +45,8 @@ def operating_point_table(results_dir: Path, records: Optional[Sequence[dict]] =
                           tasks: Optional[Sequence[str]] = None, protocols: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Rows of :data:`dermbench.stats.operating_point.COLUMNS` for the matching results, Holm-adjusted together.
     Results without held-out scores are listed in ``table.attrs['without_calibration']``."""
-    from dermbench.run.results import iter_results, read_bootstrap, read_predictions, read_table
+    from dermbench.report.store_memo import read_bootstrap, read_predictions, read_table  # once per leaderboard build
+    from dermbench.run.results import iter_results
 
     OP.parse_rule(rule)
     results_dir = Path(results_dir)
