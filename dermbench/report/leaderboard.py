@@ -580,15 +580,16 @@ def to_html(tables: Sequence[Table], figures: Sequence[tuple[str, bytes]] = (), 
     return render_leaderboard(tables, figures, fairness_html, sections_html, _html_legend(), kinds)
 
 
-def fairness_to_html(df) -> str:
-    """The fairness tables of :func:`dermbench.report.fairness.format_fairness` as HTML."""
+def fairness_to_html(df, markdown: Optional[str] = None) -> str:
+    """The fairness tables of :func:`dermbench.report.fairness.format_fairness` as HTML (``markdown``: that
+    function's text of ``df`` when the caller has it already)."""
     from dermbench.report.fairness import format_fairness
 
     if df is None or df.empty:
         return ""
     metric = df.attrs.get("metric") or df["metric"].iloc[0]
     out = [f"<h2>Fairness: {html.escape(METRIC_TITLES.get(metric, metric))} by subgroup</h2>"]
-    lines = format_fairness(df).split("\n")
+    lines = (format_fairness(df) if markdown is None else markdown).split("\n")
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -862,6 +863,7 @@ def _build_leaderboard(results_dir: Path, out_dir: Optional[Path], formats: Sequ
             markdown += "\n" + s.markdown
     if notes:
         markdown += "\n" + notes_markdown(notes)
+    fairness_texts = [format_fairness(df) for df in parts]  # for fairness.md and the HTML page
     files: list[tuple[str, bytes]] = []
     for s in sections:
         if "md" in formats:
@@ -870,7 +872,7 @@ def _build_leaderboard(results_dir: Path, out_dir: Optional[Path], formats: Sequ
     if "md" in formats:
         files.append(("leaderboard.md", markdown.encode("utf-8")))
         if not fairness_df.empty:
-            text = "\n".join(format_fairness(df) for df in parts)
+            text = "\n".join(fairness_texts)
             files.append(("fairness.md", ("# Fairness\n\n" + text).encode("utf-8")))
     if "csv" in formats:
         files.append(("leaderboard.csv", to_csv(tables).encode("utf-8")))
@@ -881,7 +883,7 @@ def _build_leaderboard(results_dir: Path, out_dir: Optional[Path], formats: Sequ
     if "latex" in formats:
         files.append(("leaderboard.tex", to_latex(tables).encode("utf-8")))
     if "html" in formats:
-        fairness_html = "\n".join(fairness_to_html(df) for df in parts)
+        fairness_html = "\n".join(fairness_to_html(df, text) for df, text in zip(parts, fairness_texts))
         sections_html = "\n".join(s.html for s in sections if s.html)
         files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html, kinds).encode("utf-8")))
     files += figs

@@ -291,13 +291,16 @@ def holm_family(table: pd.DataFrame, by: Sequence[str] = FAMILY) -> pd.DataFrame
         families = table.loc[tests, list(by)].astype(str).agg("|".join, axis=1) if by else pd.Series("", index=table.index[tests])
         for _, members in families.groupby(families).groups.items():
             table.loc[members, "p_holm"] = holm(table.loc[members, "p"].to_numpy(np.float64))
-    keys = ["model", "task", "protocol", "attribute", "class"]
+    keys = ["model", "task", "protocol", "attribute", "class", "metric"]
+    # (model, task, protocol, attribute, class, gap metric) -> adjusted p of the first such test row
+    adjusted: dict[tuple, float] = {}
+    for key, p in zip(table.loc[tests, keys].itertuples(index=False, name=None), table.loc[tests, "p_holm"]):
+        adjusted.setdefault(key, p)
+    column = table.columns.get_loc("p_holm")
     for i in np.flatnonzero(table["metric"].eq("eod").to_numpy()):
         row = table.iloc[i]
         which = "tpr_gap" if "by the TPR" in str(row["note"]) else "fpr_gap"
-        mask = tests & table["metric"].eq(which)
-        for k in keys:
-            mask &= table[k].eq(row[k])
-        if mask.any():
-            table.iloc[i, table.columns.get_loc("p_holm")] = table.loc[mask, "p_holm"].iloc[0]
+        key = tuple(row[k] for k in keys[:-1]) + (which,)
+        if key in adjusted:
+            table.iloc[i, column] = adjusted[key]
     return table
