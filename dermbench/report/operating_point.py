@@ -97,27 +97,32 @@ def format_operating_point(table: pd.DataFrame) -> str:
            f"{table.attrs.get('min_samples', MIN_SAMPLES)} images excluded); EOD = max(TPR gap, FPR gap); p_holm: paired "
            "bootstrap p of highest vs lowest subgroup, Holm-adjusted across the gap tests (TPR, FPR, PPV, ECE; every model "
            "and class) of each table below; with B bootstrap replicates no p is below about 2/(B + 1).", ""]
-    for (task, protocol, attribute), part in table[table["attribute"] != ""].groupby(["task", "protocol", "attribute"], sort=False):
-        gaps = part[part["row"] == "gap"]
+    # the rows as dicts, grouped in order of first appearance (as groupby(sort=False) would): one pass over
+    # the table instead of pandas masks, groupbys and iterrows per block
+    blocks: dict[tuple, list[dict]] = {}
+    for r in table.to_dict("records"):
+        if r["attribute"] != "":
+            blocks.setdefault((r["task"], r["protocol"], r["attribute"]), []).append(r)
+    for (task, protocol, attribute), part in blocks.items():
         out += [f"### {task} · {protocol} · {ATTRIBUTE_TITLES.get(attribute, attribute)}", "",
                 "| model | class | threshold | TPR gap | FPR gap | EOD | p_holm (EOD) | worst-group AUROC | ECE gap | p_holm (ECE gap) |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for (model, cls), g in gaps.groupby(["model", "class_name"], sort=False):
-            get = {r["metric"]: r for _, r in g.iterrows()}
-            thr = g["threshold"].iloc[0]
+        for (model, cls), g in _grouped([r for r in part if r["row"] == "gap"], ("model", "class_name")).items():
+            get = {r["metric"]: r for r in g}
+            thr = g[0]["threshold"]
             out.append(f"| {model} | {cls} | {thr:.3f} | {_ci(get.get('tpr_gap'))} | {_ci(get.get('fpr_gap'))} | "
                        f"{_ci(get.get('eod'))} | {_p(get['eod']['p_holm']) if 'eod' in get else '—'} | "
                        f"{_ci(get.get('worst_auroc'))} | {_ci(get.get('ece_gap'))} | "
                        f"{_p(get['ece_gap']['p_holm']) if 'ece_gap' in get else '—'} |")
-        shown = _figure_class(part)
-        others = "" if part["class"].nunique() == 1 else "; the other classes are in operating_point.csv"
-        out += ["", f"Per subgroup, class '{part[part['class'] == shown]['class_name'].iloc[0]}' ('—': fewer than "
+        shown = _figure_class_of(part)
+        others = "" if len({r["class"] for r in part}) == 1 else "; the other classes are in operating_point.csv"
+        out += ["", f"Per subgroup, class '{next(r['class_name'] for r in part if r['class'] == shown)}' ('—': fewer than "
                 f"{table.attrs.get('min_samples', MIN_SAMPLES)} images, or undefined{others}):", "",
                 "| model | class | subgroup (n, positives) | TPR | FPR | PPV | AUROC | ECE |", "|---|---|---|---|---|---|---|---|"]
-        subs = part[part["row"].isin(["subgroup", "overall"]) & (part["class"] == shown)]
-        for (model, cls, label), g in subs.groupby(["model", "class_name", "label"], sort=False):
-            get = {r["metric"]: r for _, r in g.iterrows()}
-            first = g.iloc[0]
+        subs = [r for r in part if r["row"] in ("subgroup", "overall") and r["class"] == shown]
+        for (model, cls, label), g in _grouped(subs, ("model", "class_name", "label")).items():
+            get = {r["metric"]: r for r in g}
+            first = g[0]
             out.append(f"| {model} | {cls} | {label} ({int(first['n'])}, {int(first['n_pos'])}) | "
                        + " | ".join(_ci(get.get(m)) for m in ("tpr", "fpr", "ppv", "auroc", "ece")) + " |")
         out.append("")
@@ -127,10 +132,22 @@ def format_operating_point(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def _figure_class(part: pd.DataFrame) -> int:
+def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    """Rows by their values of ``keys``, groups and rows in order of first appearance."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
+def _figure_class_of(rows: Sequence[dict]) -> int:
     """Binary: the positive class; more classes: the class with the fewest test positives (the rare one)."""
-    overall = part[(part["row"] == "overall") & (part["metric"] == "tpr")]
-    return int(overall.sort_values(["n_pos", "class"]).iloc[0]["class"])
+    return int(min((r for r in rows if r["row"] == "overall" and r["metric"] == "tpr"),
+                   key=lambda r: (r["n_pos"], r["class"]))["class"])
+
+
+def _figure_class(part: pd.DataFrame) -> int:
+    return _figure_class_of(part.to_dict("records"))
 
 
 def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
