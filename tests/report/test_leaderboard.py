@@ -575,9 +575,9 @@ def test_memo_on_or_off_gives_the_same_bytes_so_sections_and_main_tables_agree(s
     assert all(np.array_equal(alone[k], main[k], equal_nan=True) for k in main)
 
 
-def test_memo_cannot_serve_stale_data_across_builds(store, tmp_path, monkeypatch):
-    """Two builds in one process with the store changed in between: the second shows the new numbers
-    (the same as a build without any memo), not the first build's."""
+def test_memo_cannot_serve_stale_data_across_builds(store, built, tmp_path, monkeypatch):
+    """Two builds in one process with the store changed in between (the module's build, then one of the
+    changed copy): the second shows the new numbers (the same as a build without any memo), not the first's."""
     import contextlib
 
     from dermbench.report import leaderboard as L
@@ -585,8 +585,7 @@ def test_memo_cannot_serve_stale_data_across_builds(store, tmp_path, monkeypatch
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     files = ("leaderboard.csv", "calibration.csv", "operating_point.csv", "ranks.csv", "fairness.csv")
-    L.build_leaderboard(copy, tmp_path / "before", formats=("csv",), figures=False)
-    before = {f: (tmp_path / "before" / f).read_bytes() for f in files}
+    before = {f: (built[0] / f).read_bytes() for f in files}
     for path in (copy / "random-vit" / "ddi").glob("linear@*.json"):
         _rewrite_predictions(path, _reversed_scores)
     L.build_leaderboard(copy, tmp_path / "after", formats=("csv",), figures=False)
