@@ -97,13 +97,7 @@ def format_operating_point(table: pd.DataFrame) -> str:
            f"{table.attrs.get('min_samples', MIN_SAMPLES)} images excluded); EOD = max(TPR gap, FPR gap); p_holm: paired "
            "bootstrap p of highest vs lowest subgroup, Holm-adjusted across the gap tests (TPR, FPR, PPV, ECE; every model "
            "and class) of each table below; with B bootstrap replicates no p is below about 2/(B + 1).", ""]
-    # the rows as dicts, grouped in order of first appearance (as groupby(sort=False) would): one pass over
-    # the table instead of pandas masks, groupbys and iterrows per block
-    blocks: dict[tuple, list[dict]] = {}
-    for r in table.to_dict("records"):
-        if r["attribute"] != "":
-            blocks.setdefault((r["task"], r["protocol"], r["attribute"]), []).append(r)
-    for (task, protocol, attribute), part in blocks.items():
+    for (task, protocol, attribute), part in _blocks(table).items():
         out += [f"### {task} · {protocol} · {ATTRIBUTE_TITLES.get(attribute, attribute)}", "",
                 "| model | class | threshold | TPR gap | FPR gap | EOD | p_holm (EOD) | worst-group AUROC | ECE gap | p_holm (ECE gap) |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
@@ -132,6 +126,12 @@ def format_operating_point(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _blocks(table: pd.DataFrame) -> dict[tuple, list[dict]]:
+    """The rows with an attribute, as dicts, by (task, protocol, attribute) in order of first appearance (as
+    groupby(sort=False) would): one pass over the table instead of pandas masks, groupbys and iterrows per block."""
+    return _grouped([r for r in table.to_dict("records") if r["attribute"] != ""], ("task", "protocol", "attribute"))
+
+
 def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
     """Rows by their values of ``keys``, groups and rows in order of first appearance."""
     out: dict[tuple, list[dict]] = {}
@@ -146,9 +146,6 @@ def _figure_class_of(rows: Sequence[dict]) -> int:
                    key=lambda r: (r["n_pos"], r["class"]))["class"])
 
 
-def _figure_class(part: pd.DataFrame) -> int:
-    return _figure_class_of(part.to_dict("records"))
-
 
 def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
     from dermbench.report import figures as F
@@ -160,19 +157,21 @@ def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
     buf = io.StringIO()
     table.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
     figs = []
-    for (task, protocol, attribute), part in table[table["attribute"] != ""].groupby(["task", "protocol", "attribute"], sort=False):
-        c = _figure_class(part)
-        subs = part[(part["row"] == "subgroup") & (part["class"] == c) & (part["metric"] == "tpr")]
-        order = list(dict.fromkeys(subs["subgroup"]))
-        labels = [subs[subs["subgroup"] == s]["label"].iloc[0] for s in order]
-        cells = {(r["model"], r["subgroup"]): (r["value"], r["ci_low"], r["ci_high"]) for _, r in subs.iterrows()}
+    for (task, protocol, attribute), part in _blocks(table).items():
+        c = _figure_class_of(part)
+        subs = [r for r in part if r["row"] == "subgroup" and r["class"] == c and r["metric"] == "tpr"]
+        label_of: dict[str, str] = {}  # subgroup -> its label, in order of first appearance
+        for r in subs:
+            label_of.setdefault(r["subgroup"], r["label"])
+        cells = {(r["model"], r["subgroup"]): (r["value"], r["ci_low"], r["ci_high"]) for r in subs}
         if not any(math.isfinite(v[0]) for v in cells.values()):
             continue  # no subgroup large enough: the table says so, an empty figure would not
-        name = subs["class_name"].iloc[0] if len(subs) else str(c)
+        name = subs[0]["class_name"] if subs else str(c)
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{task}_{protocol}_{attribute}")
         figs.append((f"fig_operating_point_{safe}.svg",
                      F.fairness_svg(f"{task} · {protocol} · TPR of '{name}' at the {table.attrs['rule']} threshold",
-                                    sorted(set(subs["model"])), order, labels, cells, "TPR")))
+                                    sorted({r["model"] for r in subs}), list(label_of), list(label_of.values()),
+                                    cells, "TPR")))
     return Section(name="operating_point", title="Fairness at an operating point", markdown=markdown,
                    html=markdown_html(markdown), files=[("operating_point.csv", buf.getvalue().encode("utf-8"))],
                    figures=figs, in_summary=True)
