@@ -18,6 +18,9 @@ Why this cannot serve stale data:
   each time it is asked for, exactly as without the memo;
 - callers get their own copy of each predictions table, and read-only bootstrap and replicate arrays,
   so no part of a build can change what the next one reads.
+
+The memo is one per process (builds run one at a time; builds in several threads at once would stay
+correct, as every key carries its files' signatures, but might not share).
 """
 from __future__ import annotations
 
