@@ -193,12 +193,12 @@ def operating_point_rows(record: dict, preds: pd.DataFrame, calibration: pd.Data
         base["threshold"] = threshold
         point_all = group_replicates(positive, called, score, one)
         reps_all = group_replicates(positive, called, score, counts_full)
+        overall = {m: _summary(float(point_all[m][0]), reps_all[m]) for m in RATE_METRICS}  # the same for every attribute
         for attribute, values in groups.items():
             here = {**base, "attribute": attribute, "p": math.nan, "p_holm": math.nan}
             for metric in RATE_METRICS:
                 rows.append({**here, "row": "overall", "subgroup": "all", "label": "all", "n": n,
-                             "n_pos": int(positive.sum()), "metric": metric,
-                             **_summary(float(point_all[metric][0]), reps_all[metric]), "note": ""})
+                             "n_pos": int(positive.sum()), "metric": metric, **overall[metric], "note": ""})
             order, labels = _order_and_label(values, attribute)
             eligible: dict[str, dict[str, tuple[float, np.ndarray]]] = {m: {} for m in RATE_METRICS}
             for value in order:
