@@ -48,7 +48,7 @@ def eligible(records: Sequence[dict]) -> list[dict]:
 
 def record_calibration(results_dir: Path, record: dict) -> Optional[dict]:
     """{'before': {metric: summary+replicates}, 'after': ... or None, 'temperature', 'n_calibration', 'bins'}."""
-    from dermbench.run.results import read_bootstrap, read_predictions, read_table
+    from dermbench.report.store_memo import read_bootstrap, read_predictions, read_table  # once per leaderboard build
     from dermbench.stats.evaluation import classification_arrays
 
     preds = read_predictions(record["_path"])

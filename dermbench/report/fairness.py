@@ -18,7 +18,7 @@ from dermbench.stats.fairness import (  # noqa: F401  (re-exported)
 def record_fairness(results_dir: Path, record: dict, metric: str = "auroc", attributes: Optional[Sequence[str]] = None,
                     min_samples: int = MIN_SAMPLES, predictions: Optional[pd.DataFrame] = None) -> list[dict]:
     """Fairness rows of one stored result (its predictions and shared resamples read from the store)."""
-    from dermbench.run.results import read_bootstrap, read_predictions
+    from dermbench.report.store_memo import read_bootstrap, read_predictions  # once per leaderboard build
 
     kind = record.get("kind")
     allowed = CLASSIFICATION_METRICS if kind == "classification" else SEGMENTATION_METRICS if kind == "segmentation" else ()
@@ -115,39 +115,52 @@ def format_fairness(df: pd.DataFrame) -> str:
            "data, so p is optimistic). max − min: descriptive only, over subgroups ('unknown' excluded), with the "
            "percentile interval of max − min over the same resamples; that interval is biased upward and cannot "
            "contain 0, so it is not a test. overall = whole test set. —: not reported (see notes).", ""]
-    keys = list(dict.fromkeys(zip(df["task"], df["protocol"], df["attribute"])))
-    for task, protocol, attribute in keys:
-        part = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["attribute"] == attribute)]
-        subs = part[part["row"] == "subgroup"]
-        order = list(dict.fromkeys(subs["subgroup"]))
-        first = {s: subs[subs["subgroup"] == s].iloc[0] for s in order}
+    # the rows as dicts, grouped by (task, protocol, attribute), in the table's order: one pass over the
+    # table instead of a boolean mask per cell
+    blocks: dict[tuple, list[dict]] = {}
+    for row in df.to_dict("records"):
+        blocks.setdefault((row["task"], row["protocol"], row["attribute"]), []).append(row)
+    for (task, protocol, attribute), part in blocks.items():
+        first: dict = {}  # subgroup -> its first row (label, n), in order of appearance
+        for r in part:
+            if r["row"] == "subgroup":
+                first.setdefault(r["subgroup"], r)
+        order = list(first)
         header = [f"{first[s]['label']} (n={int(first[s]['n'])})" for s in order] + [
             "gap test: highest − lowest [paired CI], p", "max − min (descriptive)", "overall"]
         out += [f"## {task} · {protocol} · {attribute}", "", "| model | " + " | ".join(header) + " |",
                 "|---" * (len(header) + 1) + "|"]
-        models = list(dict.fromkeys(part["model"]))
+        by_model: dict[str, list[dict]] = {}
+        for r in part:
+            by_model.setdefault(r["model"], []).append(r)
+        models = list(by_model)
         notes: dict[tuple[str, str], list[str]] = {}
         for m in models:
-            rows = part[part["model"] == m]
+            rows = by_model[m]
+            first_of: dict[tuple[str, str], dict] = {}  # (row kind, subgroup) -> the model's first such row
+            kinds: dict[str, dict] = {}  # row kind (subgroup, gap, overall) -> the model's first such row
+            for r in rows:
+                first_of.setdefault((r["row"], r["subgroup"]), r)
+                kinds.setdefault(r["row"], r)
             cells = []
             for s in order:
-                r = rows[(rows["row"] == "subgroup") & (rows["subgroup"] == s)]
-                cells.append(_cell(r.iloc[0]) if len(r) else "—")
-                if len(r) and r.iloc[0]["note"]:
-                    notes.setdefault((str(first[s]["label"]), r.iloc[0]["note"]), []).append(m)
-            gap = rows[rows["row"] == "gap"]
-            if len(gap) and not math.isnan(gap.iloc[0]["value"]):
-                g = gap.iloc[0]
+                r = first_of.get(("subgroup", s))
+                cells.append(_cell(r) if r is not None else "—")
+                if r is not None and r["note"]:
+                    notes.setdefault((str(first[s]["label"]), r["note"]), []).append(m)
+            gap = kinds.get("gap")
+            if gap is not None and not math.isnan(gap["value"]):
+                g = gap
                 where = g["note"].split(";")[0].replace("max ", "").replace(", min ", " − ")
                 cells.append(f"{where}: {_pct(g['pair_diff'])} [{_pct(g['pair_ci_low'])}, {_pct(g['pair_ci_high'])}], "
                              f"p {_p(g['pair_p'])}")
                 cells.append(_cell(g))
             else:
                 cells += ["—", "—"]
-                if len(gap):
-                    notes.setdefault(("gap", gap.iloc[0]["note"]), []).append(m)
-            overall = rows[rows["row"] == "overall"]
-            cells.append(_cell(overall.iloc[0]) if len(overall) else "—")
+                if gap is not None:
+                    notes.setdefault(("gap", gap["note"]), []).append(m)
+            overall = kinds.get("overall")
+            cells.append(_cell(overall) if overall is not None else "—")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("")
         if notes:

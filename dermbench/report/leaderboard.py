@@ -44,8 +44,8 @@ import numpy as np
 
 from dermbench.io import atomic_write_bytes
 from dermbench.run.identity import SELECTION_RULE, Selection, check_same_test_set, select_results
-from dermbench.run.results import (MissingResultFile, ModifiedResultFile, SkippedFile, iter_results, read_bootstrap,
-                                   read_predictions)
+from dermbench.run.results import MissingResultFile, ModifiedResultFile, SkippedFile, iter_results
+from dermbench.report.store_memo import memoised, read_bootstrap, read_predictions, reading_once
 from dermbench.data.tasks import GROUPS, PAPER_ORDER
 
 from dermbench.report.labels import MAIN_METRIC, METRIC_TITLES, PROTOCOL_ORDER, TABLE_METRICS  # noqa: F401
@@ -195,6 +195,8 @@ def recompute_metrics(results_dir: Path, record: dict) -> dict:
 class ReplicateStore:
     """Bootstrap replicates of each stored result's metrics, computed once from its predictions and
     its shared resample file. None where a result has no per-sample replicates (captions, federated).
+    Within one leaderboard build every store shares the replicates (:mod:`dermbench.report.store_memo`):
+    the main tables compute them, the ranks section reuses them.
 
     A result that has per-sample replicates but whose predictions or bootstrap file is missing: with
     ``allow_missing=False`` (the leaderboard's default) :class:`MissingResultFile` is raised, naming the
@@ -214,34 +216,43 @@ class ReplicateStore:
         return self._cache[key]
 
     def _compute(self, record: dict) -> Optional[dict[str, np.ndarray]]:
-        from dermbench.stats.evaluation import replicates
-
         hook = _metric_replicates_hook(record.get("protocol"))
         if record.get("protocol") != "label-efficiency" and hook is None \
                 and record.get("kind") not in ("classification", "segmentation"):
             return None  # no per-sample replicates whatever the files hold (captions, federated)
         try:
-            predictions = read_predictions(record["_path"])
-            idx = read_bootstrap(self.results_dir, record)
+            return memoised("replicates", self.results_dir, record,
+                            lambda: _result_replicates(self.results_dir, record, hook))
         except (MissingResultFile, ModifiedResultFile) as exc:
             if not self.allow_missing:
                 raise
             if all(str(m.path) != str(exc.path) for m in self.missing):
                 self.missing.append(exc)
             return None
-        except (OSError, ValueError, KeyError):
-            return None
-        if record.get("protocol") == "label-efficiency":
-            from dermbench.protocols.label_efficiency import fraction_replicates
 
-            return {k: v["replicates"] for k, v in fraction_replicates(predictions, idx).items()}
-        if hook is not None:  # several prediction blocks per test image (robustness, transfer)
-            return {k: reps for k, (_value, reps) in hook(predictions, idx).items()}
-        if record.get("kind") not in ("classification", "segmentation") or predictions["sample_id"].duplicated().any():
-            return None
-        if idx.shape[1] != len(predictions):
-            return None
-        return replicates(record["kind"], predictions, idx)
+
+def _result_replicates(results_dir: Path, record: dict, hook) -> Optional[dict[str, np.ndarray]]:
+    """{metric: replicates [B]} of one result from its predictions and shared resamples (see ReplicateStore)."""
+    from dermbench.stats.evaluation import replicates
+
+    try:
+        predictions = read_predictions(record["_path"])
+        idx = read_bootstrap(results_dir, record)
+    except (MissingResultFile, ModifiedResultFile):
+        raise  # the store is incomplete: ReplicateStore stops or notes it
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable: no replicates (its cells get °)
+    if record.get("protocol") == "label-efficiency":
+        from dermbench.protocols.label_efficiency import fraction_replicates
+
+        return {k: v["replicates"] for k, v in fraction_replicates(predictions, idx).items()}
+    if hook is not None:  # several prediction blocks per test image (robustness, transfer)
+        return {k: reps for k, (_value, reps) in hook(predictions, idx).items()}
+    if record.get("kind") not in ("classification", "segmentation") or predictions["sample_id"].duplicated().any():
+        return None
+    if idx.shape[1] != len(predictions):
+        return None
+    return replicates(record["kind"], predictions, idx)
 
 
 def _metric_replicates_hook(protocol: Optional[str]):
@@ -569,15 +580,16 @@ def to_html(tables: Sequence[Table], figures: Sequence[tuple[str, bytes]] = (), 
     return render_leaderboard(tables, figures, fairness_html, sections_html, _html_legend(), kinds)
 
 
-def fairness_to_html(df) -> str:
-    """The fairness tables of :func:`dermbench.report.fairness.format_fairness` as HTML."""
+def fairness_to_html(df, markdown: Optional[str] = None) -> str:
+    """The fairness tables of :func:`dermbench.report.fairness.format_fairness` as HTML (``markdown``: that
+    function's text of ``df`` when the caller has it already)."""
     from dermbench.report.fairness import format_fairness
 
     if df is None or df.empty:
         return ""
     metric = df.attrs.get("metric") or df["metric"].iloc[0]
     out = [f"<h2>Fairness: {html.escape(METRIC_TITLES.get(metric, metric))} by subgroup</h2>"]
-    lines = format_fairness(df).split("\n")
+    lines = (format_fairness(df) if markdown is None else markdown).split("\n")
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -775,6 +787,22 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     whose predictions or bootstrap file a paired test needs is missing: :class:`MissingResultFile` (naming
     the file and the `dermbench run` line that makes it again), or with ``allow_missing_bootstrap`` its cells
     show ° and the file is noted. ``rebuild`` needs every file (it always stops on a missing one)."""
+    from threadpoolctl import threadpool_limits
+
+    # Every matrix product of a build is small ([1,000 replicates x a test set] by a few columns), and
+    # there are thousands of them: BLAS threads cost more to wake and join than they save (on a busy
+    # 2-core machine, twice the wall time). One thread gives the same bits (OpenBLAS splits the output
+    # between threads, never a sum). reading_once: each file read and each result's replicates computed
+    # once for the whole build (main tables, fairness, sections), see dermbench.report.store_memo.
+    with threadpool_limits(limits=1, user_api="blas"), reading_once():
+        return _build_leaderboard(results_dir, out_dir, formats, rebuild, figures, selection, tasks, protocols,
+                                  metrics, allow_missing_bootstrap)
+
+
+def _build_leaderboard(results_dir: Path, out_dir: Optional[Path], formats: Sequence[str], rebuild: bool,
+                       figures: bool, selection: Optional[Selection], tasks: Optional[Sequence[str]],
+                       protocols: Optional[Sequence[str]], metrics: Optional[Sequence[str]],
+                       allow_missing_bootstrap: bool) -> dict:
     writers = ("md", "csv", "latex", "html")
     unknown = [f for f in formats if f not in writers]
     if unknown:
@@ -835,6 +863,7 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
             markdown += "\n" + s.markdown
     if notes:
         markdown += "\n" + notes_markdown(notes)
+    fairness_texts = [format_fairness(df) for df in parts]  # for fairness.md and the HTML page
     files: list[tuple[str, bytes]] = []
     for s in sections:
         if "md" in formats:
@@ -843,7 +872,7 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     if "md" in formats:
         files.append(("leaderboard.md", markdown.encode("utf-8")))
         if not fairness_df.empty:
-            text = "\n".join(format_fairness(df) for df in parts)
+            text = "\n".join(fairness_texts)
             files.append(("fairness.md", ("# Fairness\n\n" + text).encode("utf-8")))
     if "csv" in formats:
         files.append(("leaderboard.csv", to_csv(tables).encode("utf-8")))
@@ -854,7 +883,7 @@ def build_leaderboard(results_dir: Path, out_dir: Optional[Path] = None, formats
     if "latex" in formats:
         files.append(("leaderboard.tex", to_latex(tables).encode("utf-8")))
     if "html" in formats:
-        fairness_html = "\n".join(fairness_to_html(df) for df in parts)
+        fairness_html = "\n".join(fairness_to_html(df, text) for df, text in zip(parts, fairness_texts))
         sections_html = "\n".join(s.html for s in sections if s.html)
         files.append(("leaderboard.html", to_html(tables, figs, fairness_html, sections_html, kinds).encode("utf-8")))
     files += figs

@@ -45,7 +45,8 @@ def operating_point_table(results_dir: Path, records: Optional[Sequence[dict]] =
                           tasks: Optional[Sequence[str]] = None, protocols: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Rows of :data:`dermbench.stats.operating_point.COLUMNS` for the matching results, Holm-adjusted together.
     Results without held-out scores are listed in ``table.attrs['without_calibration']``."""
-    from dermbench.run.results import iter_results, read_bootstrap, read_predictions, read_table
+    from dermbench.report.store_memo import read_bootstrap, read_predictions, read_table  # once per leaderboard build
+    from dermbench.run.results import iter_results
 
     OP.parse_rule(rule)
     results_dir = Path(results_dir)
@@ -96,27 +97,26 @@ def format_operating_point(table: pd.DataFrame) -> str:
            f"{table.attrs.get('min_samples', MIN_SAMPLES)} images excluded); EOD = max(TPR gap, FPR gap); p_holm: paired "
            "bootstrap p of highest vs lowest subgroup, Holm-adjusted across the gap tests (TPR, FPR, PPV, ECE; every model "
            "and class) of each table below; with B bootstrap replicates no p is below about 2/(B + 1).", ""]
-    for (task, protocol, attribute), part in table[table["attribute"] != ""].groupby(["task", "protocol", "attribute"], sort=False):
-        gaps = part[part["row"] == "gap"]
+    for (task, protocol, attribute), part in _blocks(table).items():
         out += [f"### {task} · {protocol} · {ATTRIBUTE_TITLES.get(attribute, attribute)}", "",
                 "| model | class | threshold | TPR gap | FPR gap | EOD | p_holm (EOD) | worst-group AUROC | ECE gap | p_holm (ECE gap) |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for (model, cls), g in gaps.groupby(["model", "class_name"], sort=False):
-            get = {r["metric"]: r for _, r in g.iterrows()}
-            thr = g["threshold"].iloc[0]
+        for (model, cls), g in _grouped([r for r in part if r["row"] == "gap"], ("model", "class_name")).items():
+            get = {r["metric"]: r for r in g}
+            thr = g[0]["threshold"]
             out.append(f"| {model} | {cls} | {thr:.3f} | {_ci(get.get('tpr_gap'))} | {_ci(get.get('fpr_gap'))} | "
                        f"{_ci(get.get('eod'))} | {_p(get['eod']['p_holm']) if 'eod' in get else '—'} | "
                        f"{_ci(get.get('worst_auroc'))} | {_ci(get.get('ece_gap'))} | "
                        f"{_p(get['ece_gap']['p_holm']) if 'ece_gap' in get else '—'} |")
-        shown = _figure_class(part)
-        others = "" if part["class"].nunique() == 1 else "; the other classes are in operating_point.csv"
-        out += ["", f"Per subgroup, class '{part[part['class'] == shown]['class_name'].iloc[0]}' ('—': fewer than "
+        shown = _figure_class_of(part)
+        others = "" if len({r["class"] for r in part}) == 1 else "; the other classes are in operating_point.csv"
+        out += ["", f"Per subgroup, class '{next(r['class_name'] for r in part if r['class'] == shown)}' ('—': fewer than "
                 f"{table.attrs.get('min_samples', MIN_SAMPLES)} images, or undefined{others}):", "",
                 "| model | class | subgroup (n, positives) | TPR | FPR | PPV | AUROC | ECE |", "|---|---|---|---|---|---|---|---|"]
-        subs = part[part["row"].isin(["subgroup", "overall"]) & (part["class"] == shown)]
-        for (model, cls, label), g in subs.groupby(["model", "class_name", "label"], sort=False):
-            get = {r["metric"]: r for _, r in g.iterrows()}
-            first = g.iloc[0]
+        subs = [r for r in part if r["row"] in ("subgroup", "overall") and r["class"] == shown]
+        for (model, cls, label), g in _grouped(subs, ("model", "class_name", "label")).items():
+            get = {r["metric"]: r for r in g}
+            first = g[0]
             out.append(f"| {model} | {cls} | {label} ({int(first['n'])}, {int(first['n_pos'])}) | "
                        + " | ".join(_ci(get.get(m)) for m in ("tpr", "fpr", "ppv", "auroc", "ece")) + " |")
         out.append("")
@@ -126,10 +126,25 @@ def format_operating_point(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def _figure_class(part: pd.DataFrame) -> int:
+def _blocks(table: pd.DataFrame) -> dict[tuple, list[dict]]:
+    """The rows with an attribute, as dicts, by (task, protocol, attribute) in order of first appearance (as
+    groupby(sort=False) would): one pass over the table instead of pandas masks, groupbys and iterrows per block."""
+    return _grouped([r for r in table.to_dict("records") if r["attribute"] != ""], ("task", "protocol", "attribute"))
+
+
+def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    """Rows by their values of ``keys``, groups and rows in order of first appearance."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
+def _figure_class_of(rows: Sequence[dict]) -> int:
     """Binary: the positive class; more classes: the class with the fewest test positives (the rare one)."""
-    overall = part[(part["row"] == "overall") & (part["metric"] == "tpr")]
-    return int(overall.sort_values(["n_pos", "class"]).iloc[0]["class"])
+    return int(min((r for r in rows if r["row"] == "overall" and r["metric"] == "tpr"),
+                   key=lambda r: (r["n_pos"], r["class"]))["class"])
+
 
 
 def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
@@ -142,19 +157,21 @@ def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
     buf = io.StringIO()
     table.to_csv(buf, index=False, float_format="%.6f", lineterminator="\n")
     figs = []
-    for (task, protocol, attribute), part in table[table["attribute"] != ""].groupby(["task", "protocol", "attribute"], sort=False):
-        c = _figure_class(part)
-        subs = part[(part["row"] == "subgroup") & (part["class"] == c) & (part["metric"] == "tpr")]
-        order = list(dict.fromkeys(subs["subgroup"]))
-        labels = [subs[subs["subgroup"] == s]["label"].iloc[0] for s in order]
-        cells = {(r["model"], r["subgroup"]): (r["value"], r["ci_low"], r["ci_high"]) for _, r in subs.iterrows()}
+    for (task, protocol, attribute), part in _blocks(table).items():
+        c = _figure_class_of(part)
+        subs = [r for r in part if r["row"] == "subgroup" and r["class"] == c and r["metric"] == "tpr"]
+        label_of: dict[str, str] = {}  # subgroup -> its label, in order of first appearance
+        for r in subs:
+            label_of.setdefault(r["subgroup"], r["label"])
+        cells = {(r["model"], r["subgroup"]): (r["value"], r["ci_low"], r["ci_high"]) for r in subs}
         if not any(math.isfinite(v[0]) for v in cells.values()):
             continue  # no subgroup large enough: the table says so, an empty figure would not
-        name = subs["class_name"].iloc[0] if len(subs) else str(c)
+        name = subs[0]["class_name"] if subs else str(c)
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{task}_{protocol}_{attribute}")
         figs.append((f"fig_operating_point_{safe}.svg",
                      F.fairness_svg(f"{task} · {protocol} · TPR of '{name}' at the {table.attrs['rule']} threshold",
-                                    sorted(set(subs["model"])), order, labels, cells, "TPR")))
+                                    sorted({r["model"] for r in subs}), list(label_of), list(label_of.values()),
+                                    cells, "TPR")))
     return Section(name="operating_point", title="Fairness at an operating point", markdown=markdown,
                    html=markdown_html(markdown), files=[("operating_point.csv", buf.getvalue().encode("utf-8"))],
                    figures=figs, in_summary=True)

@@ -110,12 +110,25 @@ def subgroup_label(value: str, attribute: str) -> str:
 def metric_replicates(metric: str, kind: str, predictions: pd.DataFrame, counts: np.ndarray,
                       classes: Optional[Sequence[int]] = None) -> np.ndarray:
     """``metric`` on each row of ``counts`` [B, n] over the rows of ``predictions`` (one subgroup)."""
+    return _replicates_of(metric, kind, _metric_arrays(metric, kind, predictions), counts, classes)
+
+
+def _metric_arrays(metric: str, kind: str, predictions: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """What :func:`metric_replicates` reads of the predictions: (per-image metric,) for segmentation, else
+    (y, pred, scores). Rows of these arrays are rows of the predictions, so a subgroup's are a slice."""
     if kind == "segmentation":
-        v = predictions[metric].to_numpy(np.float64)
-        return (counts @ v) / counts.sum(axis=1)
+        return (predictions[metric].to_numpy(np.float64),)
     from dermbench.stats.evaluation import classification_arrays
 
-    y, pred, scores = classification_arrays(predictions)
+    return classification_arrays(predictions)
+
+
+def _replicates_of(metric: str, kind: str, arrays: tuple[np.ndarray, ...], counts: np.ndarray,
+                   classes: Optional[Sequence[int]] = None) -> np.ndarray:
+    if kind == "segmentation":
+        (v,) = arrays
+        return (counts @ v) / counts.sum(axis=1)
+    y, pred, scores = arrays
     n_classes = scores.shape[1]
     if metric == "auroc":
         if n_classes == 2:
@@ -176,16 +189,18 @@ def fairness_rows(record: dict, preds: pd.DataFrame, shared: np.ndarray, metric:
     stratified = kind == "classification"
     base = {"model": record["model"], "task": record["task"], "protocol": record["protocol"], "metric": metric}
     rows: list[dict] = []
+    arrays = _metric_arrays(metric, kind, preds)  # read once; a subgroup's arrays are slices of these
     for col in group_cols:
         attribute = col[len("group_"):]
         values = subgroup_values(preds[col], attribute)
-        point_all = float(metric_replicates(metric, kind, preds, one)[0])
+        point_all = float(_replicates_of(metric, kind, arrays, one)[0])
         rows.append({**base, "attribute": attribute, "row": "overall", "subgroup": "all", "label": "all", "n": n,
-                     **_summary(point_all, metric_replicates(metric, kind, preds, counts_full)), "note": ""})
+                     **_summary(point_all, _replicates_of(metric, kind, arrays, counts_full)), "note": ""})
         eligible: dict[str, tuple[float, np.ndarray]] = {}
         for value in subgroup_order(values.tolist(), attribute):
             members = np.flatnonzero(values == value)
             sub = preds.iloc[members].reset_index(drop=True)
+            sub_arrays = tuple(a[members] for a in arrays)
             row = {**base, "attribute": attribute, "row": "subgroup", "subgroup": value,
                    "label": subgroup_label(value, attribute), "n": int(len(members))}
             classes = sorted(set(sub["label"].tolist())) if stratified else None
@@ -195,18 +210,18 @@ def fairness_rows(record: dict, preds: pd.DataFrame, shared: np.ndarray, metric:
             if stratified and len(classes) < 2:
                 rows.append({**row, **_nan_summary(), "note": "a single class in this subgroup: metric undefined"})
                 continue
-            point = float(metric_replicates(metric, kind, sub, np.ones((1, len(members))), classes)[0])
+            point = float(_replicates_of(metric, kind, sub_arrays, np.ones((1, len(members))), classes)[0])
             # the split seed (the resamples of the test set), not the head seed: every head seed and model alike
             split_seed = int(record.get("split_seed", (record.get("split") or {}).get("seed", record.get("seed", 0))))
             seed = bootstrap_seed(f"{record['task']}|fairness|{attribute}={value}", record["split_sha256"], split_seed)
             idx = bootstrap_indices(len(members), n_boot, seed, sub["label"].to_numpy() if stratified else None)
-            reps = metric_replicates(metric, kind, sub, M.resample_counts(idx, len(members)), classes)
+            reps = _replicates_of(metric, kind, sub_arrays, M.resample_counts(idx, len(members)), classes)
             note = ""
             if stratified and len(classes) < (preds["label"].nunique()):
                 note = f"{len(classes)} of {preds['label'].nunique()} classes present"
             rows.append({**row, **_summary(point, reps), "note": note})
             if value != UNKNOWN and not math.isnan(point):
-                eligible[value] = (point, metric_replicates(metric, kind, sub, counts_full[:, members], classes))
+                eligible[value] = (point, _replicates_of(metric, kind, sub_arrays, counts_full[:, members], classes))
         gap_row = {**base, "attribute": attribute, "row": "gap", "subgroup": "gap", "label": "gap (max − min)",
                    "n": int(sum(int((values == v).sum()) for v in eligible))}
         if len(eligible) < 2:

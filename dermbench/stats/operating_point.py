@@ -193,12 +193,12 @@ def operating_point_rows(record: dict, preds: pd.DataFrame, calibration: pd.Data
         base["threshold"] = threshold
         point_all = group_replicates(positive, called, score, one)
         reps_all = group_replicates(positive, called, score, counts_full)
+        overall = {m: _summary(float(point_all[m][0]), reps_all[m]) for m in RATE_METRICS}  # the same for every attribute
         for attribute, values in groups.items():
             here = {**base, "attribute": attribute, "p": math.nan, "p_holm": math.nan}
             for metric in RATE_METRICS:
                 rows.append({**here, "row": "overall", "subgroup": "all", "label": "all", "n": n,
-                             "n_pos": int(positive.sum()), "metric": metric,
-                             **_summary(float(point_all[metric][0]), reps_all[metric]), "note": ""})
+                             "n_pos": int(positive.sum()), "metric": metric, **overall[metric], "note": ""})
             order, labels = _order_and_label(values, attribute)
             eligible: dict[str, dict[str, tuple[float, np.ndarray]]] = {m: {} for m in RATE_METRICS}
             for value in order:
@@ -291,13 +291,16 @@ def holm_family(table: pd.DataFrame, by: Sequence[str] = FAMILY) -> pd.DataFrame
         families = table.loc[tests, list(by)].astype(str).agg("|".join, axis=1) if by else pd.Series("", index=table.index[tests])
         for _, members in families.groupby(families).groups.items():
             table.loc[members, "p_holm"] = holm(table.loc[members, "p"].to_numpy(np.float64))
-    keys = ["model", "task", "protocol", "attribute", "class"]
+    keys = ["model", "task", "protocol", "attribute", "class", "metric"]
+    # (model, task, protocol, attribute, class, gap metric) -> adjusted p of the first such test row
+    adjusted: dict[tuple, float] = {}
+    for key, p in zip(table.loc[tests, keys].itertuples(index=False, name=None), table.loc[tests, "p_holm"]):
+        adjusted.setdefault(key, p)
+    column = table.columns.get_loc("p_holm")
     for i in np.flatnonzero(table["metric"].eq("eod").to_numpy()):
         row = table.iloc[i]
         which = "tpr_gap" if "by the TPR" in str(row["note"]) else "fpr_gap"
-        mask = tests & table["metric"].eq(which)
-        for k in keys:
-            mask &= table[k].eq(row[k])
-        if mask.any():
-            table.iloc[i, table.columns.get_loc("p_holm")] = table.loc[mask, "p_holm"].iloc[0]
+        key = tuple(row[k] for k in keys[:-1]) + (which,)
+        if key in adjusted:
+            table.iloc[i, column] = adjusted[key]
     return table

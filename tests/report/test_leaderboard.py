@@ -522,3 +522,114 @@ def _markdown_tables(store):
             cells = [c.strip() for c in line.strip("|").split("|")]
             tables[title][cells[0]] = cells[1:]
     return tables, res.stdout
+
+
+# --- one build's memo of the store's files and replicates (report/store_memo.py) -------------------
+def _rewrite_predictions(json_path: Path, change) -> None:
+    """Replace a result's predictions by ``change(predictions)`` and record the new file's sha256, as a
+    re-run with --overwrite would leave it (a valid result with other predictions)."""
+    from dermbench.io import sha256_bytes
+    from dermbench.run.results import parse_predictions, predictions_csv
+
+    record = json.loads(json_path.read_text())
+    path = json_path.parent / record["predictions"]["path"]
+    data = predictions_csv(change(parse_predictions(path)))
+    path.write_bytes(data)
+    record["predictions"]["sha256"] = sha256_bytes(data)
+    json_path.write_text(json.dumps(record))
+
+
+def _reversed_scores(preds):
+    """Each row's scores in reverse class order (AUROC, calibration and the replicates all change)."""
+    from dermbench.stats.evaluation import score_columns
+
+    columns = score_columns(preds)
+    preds[columns] = preds[columns[::-1]].to_numpy()
+    return preds
+
+
+def test_memo_on_or_off_gives_the_same_bytes_so_sections_and_main_tables_agree(store, built, tmp_path, monkeypatch):
+    """Every section (calibration, operating point, ranks, ...) and the fairness tables read the files and the
+    replicates the main tables read first, through the build's memo: the same build with the memo off (every
+    part reading and computing afresh, as before the memo) writes byte-identical files."""
+    import contextlib
+
+    from dermbench.report import leaderboard as L
+    from dermbench.report.store_memo import reading_once
+
+    out, _ = built
+    monkeypatch.setattr(L, "reading_once", contextlib.nullcontext)
+    L.build_leaderboard(store, tmp_path / "no-memo", formats=("md", "csv", "latex", "html"))
+    fresh = _digest(tmp_path / "no-memo")
+    fresh.pop("leaderboard.inputs.json")  # names the store and the code, not a number
+    assert fresh == {k: v for k, v in _digest(out).items() if k in fresh} and set(fresh) <= set(_digest(out))
+
+    # the ranks section's store serves the main tables' replicates (one computation), equal to a fresh one
+    record = next(r for r in _records(store).values() if r["protocol"] == "linear")
+    with reading_once():
+        main = L.ReplicateStore(store, allow_missing=False).get(record)
+        ranks = L.ReplicateStore(store).get(record)
+        assert ranks is main and not main["auroc"].flags.writeable
+    alone = L.ReplicateStore(store).get(record)
+    assert alone is not main and set(alone) == set(main)
+    assert all(np.array_equal(alone[k], main[k], equal_nan=True) for k in main)
+
+
+def test_memo_cannot_serve_stale_data_across_builds(store, built, tmp_path, monkeypatch):
+    """Two builds in one process with the store changed in between (the module's build, then one of the
+    changed copy): the second shows the new numbers (the same as a build without any memo), not the first's."""
+    import contextlib
+
+    from dermbench.report import leaderboard as L
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    files = ("leaderboard.csv", "calibration.csv", "operating_point.csv", "ranks.csv", "fairness.csv")
+    before = {f: (built[0] / f).read_bytes() for f in files}
+    for path in (copy / "random-vit" / "ddi").glob("linear@*.json"):
+        _rewrite_predictions(path, _reversed_scores)
+    L.build_leaderboard(copy, tmp_path / "after", formats=("csv",), figures=False)
+    after = {f: (tmp_path / "after" / f).read_bytes() for f in files}
+    assert after["calibration.csv"] != before["calibration.csv"]
+    assert after["operating_point.csv"] != before["operating_point.csv"]
+    assert after["fairness.csv"] != before["fairness.csv"]
+    monkeypatch.setattr(L, "reading_once", contextlib.nullcontext)
+    L.build_leaderboard(copy, tmp_path / "no-memo", formats=("csv",), figures=False)
+    assert after == {f: (tmp_path / "no-memo" / f).read_bytes() for f in files}
+
+
+def test_memo_rereads_a_rewritten_file_and_never_hides_an_edit_or_a_deletion(store, tmp_path):
+    """Within one build: a file rewritten after it was read is read again; an edited predictions file (sha256
+    no longer the recorded one) or a deleted bootstrap file raises the reader's own error even after an earlier
+    read; what a caller gets cannot change what the next caller reads."""
+    from dermbench.report.store_memo import read_bootstrap, read_predictions, read_table, reading_once
+    from dermbench.run.results import MissingResultFile, ModifiedResultFile
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    # retrieval: a result without --set overrides (the error message's re-run line of one with overrides
+    # fails in run.results.rerun_command, a separate bug)
+    json_path = next((copy / "random-vit" / "ddi").glob("retrieval@*.json"))
+    with reading_once():
+        first = read_predictions(json_path)
+        first["pred"] = -1  # a caller's own copy
+        again = read_predictions(json_path)
+        assert (again["pred"] >= 0).all()
+        _rewrite_predictions(json_path, _reversed_scores)
+        rewritten = read_predictions(json_path)
+        score = rewritten.filter(like="score_").to_numpy()
+        assert np.array_equal(score, again.filter(like="score_").to_numpy()[:, ::-1])
+        assert read_table(json_path, "calibration") is not None
+
+        record = json.loads(json_path.read_text())
+        record["_path"] = str(json_path)
+        idx = read_bootstrap(copy, record)
+        assert read_bootstrap(copy, record) is idx and not idx.flags.writeable
+
+        predictions_file = json_path.parent / record["predictions"]["path"]
+        predictions_file.write_bytes(predictions_file.read_bytes().replace(b"\n", b"\n\n", 1))
+        with pytest.raises(ModifiedResultFile, match="does not match the sha256"):
+            read_predictions(json_path)
+        (copy / record["bootstrap"]["path"]).unlink()
+        with pytest.raises(MissingResultFile, match="re-run that cell"):
+            read_bootstrap(copy, record)
