@@ -179,10 +179,19 @@ def rerun_command(record: dict[str, Any], results_dir: Optional[Path] = None) ->
               "--n-boot", str(identity.get("n_boot") or (record.get("bootstrap") or {}).get("n_boot") or 1000)]
     if identity.get("split_mode", "default") != "default":
         parts += ["--split", str(identity["split_mode"])]
-    for protocol, settings in sorted((identity.get("overrides") or {}).items()):
-        for name, value in sorted(settings.items()):
-            parts += ["--set", f"{protocol}.{name}={value}"]
+    # the identity holds this result's own protocol's --set values, flat ({"epochs": "5"}), as the runner stores them
+    for name, value in sorted((identity.get("overrides") or {}).items()):
+        parts += ["--set", f"{record.get('protocol')}.{name}={_set_value(value)}"]
     return " ".join(_shell_quote(p) for p in parts)
+
+
+def _set_value(value: Any) -> str:
+    """A setting as --set takes it back: lists comma-separated (0.2,0.5,1.0), booleans lower-case."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_set_value(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _shell_quote(text: str) -> str:

@@ -607,8 +607,6 @@ def test_memo_rereads_a_rewritten_file_and_never_hides_an_edit_or_a_deletion(sto
 
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    # retrieval: a result without --set overrides (the error message's re-run line of one with overrides
-    # fails in run.results.rerun_command, a separate bug)
     json_path = next((copy / "random-vit" / "ddi").glob("retrieval@*.json"))
     with reading_once():
         first = read_predictions(json_path)
@@ -633,3 +631,27 @@ def test_memo_rereads_a_rewritten_file_and_never_hides_an_edit_or_a_deletion(sto
         (copy / record["bootstrap"]["path"]).unlink()
         with pytest.raises(MissingResultFile, match="re-run that cell"):
             read_bootstrap(copy, record)
+
+
+def test_the_rerun_line_of_a_result_made_with_set_overrides_remakes_it(store, tmp_path):
+    """A missing predictions file of a result run with --set: exit 1 and a `dermbench run` line carrying the same
+    --set values, which, run, makes the same result key (it used to crash on the overrides' shape)."""
+    import shlex
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    json_path = next((copy / "random-vit" / "ddi").glob("label-efficiency@*.json"))
+    record = json.loads(json_path.read_text())
+    (json_path.parent / record["predictions"]["path"]).unlink()
+    res = runner.invoke(app, ["leaderboard", "--results", str(copy), "--out", str(tmp_path / "lb")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    line = next(ln for ln in res.output.splitlines() if "re-run that cell: " in ln)
+    words = shlex.split(line[line.index("dermbench run"):].split(" (or pass")[0])  # the command, not the hint after it
+    assert "label-efficiency.fractions=0.25,0.5,1.0" in words and "label-efficiency.repeats=2" in words, line
+    fresh = tmp_path / "again"
+    args = words[2:]  # drop "dermbench run"
+    args[args.index("--results") + 1] = str(fresh)
+    again = runner.invoke(app, ["run", *args, "--quiet"])
+    assert again.exit_code == 0, again.output
+    (remade,) = fresh.glob("random-vit/ddi/label-efficiency@*.json")
+    assert remade.name == json_path.name  # the same settings: the same result key

@@ -158,12 +158,14 @@ def test_missing_files_name_themselves_and_the_run_line_that_remakes_them(tmp_pa
 
     path, boot = _keyed_record(tmp_path)
     record = {**json.loads(path.read_text()), "_path": str(path)}
-    record["identity"].update(overrides={"linear": {"epochs": "5"}}, split_mode="official", head_seed=2)
+    record["identity"].update(overrides={"epochs": "5", "fractions": [0.2, 1.0], "save_masks": True},
+                              split_mode="official", head_seed=2)  # flat: the runner stores the protocol's own
     record["provenance"] = {"config": {"weights": "/w/my weights.pt"}}
     record["data"] = {"root": "/data/derm"}
     line = rerun_command(record)
     assert line == (f"dermbench run --model m --task ddi --protocol linear --weights '/w/my weights.pt' --data-root /data/derm "
-                    f"--results {tmp_path} --seed 2 --split-seed 0 --n-boot 2 --split official --set linear.epochs=5")
+                    f"--results {tmp_path} --seed 2 --split-seed 0 --n-boot 2 --split official --set linear.epochs=5 "
+                    f"--set linear.fractions=0.2,1.0 --set linear.save_masks=true")
     assert read_bootstrap(tmp_path, record).shape == (2, 2)
     boot.unlink()
     with pytest.raises(MissingResultFile) as exc:
