@@ -175,10 +175,16 @@ def _tokens_to_map(tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
 
 @contextlib.contextmanager
 def seeded(seed: int = 0):
-    """Build models inside this block so that a random initialisation is the same on every machine."""
+    """Build models inside this block so that a random initialisation is the same on every machine.
+
+    In a build whose weights come from a file (``registry.BUILD_WITHOUT_INIT``) the block builds on
+    the meta device instead: no initialisation; the load gives the module its memory."""
+    from dermbench.models.registry import BUILD_WITHOUT_INIT
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        yield
+        with torch.device("meta") if BUILD_WITHOUT_INIT.get() else contextlib.nullcontext():
+            yield
 
 
 def sha256_state_dict(state_dict: dict) -> str:

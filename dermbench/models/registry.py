@@ -11,6 +11,7 @@ factory, never at module level, so that ``dermbench --help`` and
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -80,9 +81,54 @@ class BackboneEntry:
     options: dict[str, Any] = field(default_factory=dict)  # fixed factory kwargs (variants)
 
     def build(self, weights: Optional[str] = None, **options: Any):
-        """Build the frozen backbone. ``weights``: None (default resolution), 'random', or a path."""
+        """Build the frozen backbone. ``weights``: None (default resolution), 'random', or a path.
+
+        Weights from a file (``--weights PATH``): the architecture is first built without its random
+        initialisation (see :data:`BUILD_WITHOUT_INIT`), which the file would overwrite anyway; where
+        that does not give a complete model, it is built again the ordinary way."""
         kwargs = {**self.options, **options}
+        if not BUILD_WITHOUT_INIT.get() and _weights_file_on_this_machine(self.meta, weights):
+            token = BUILD_WITHOUT_INIT.set(True)
+            try:
+                backbone = self.factory(weights=weights, meta=self.meta, **kwargs)
+                if not _has_meta_tensors(backbone):
+                    return backbone
+            except (InitNeeded, NotImplementedError, RuntimeError):
+                pass  # incomplete without its initialisation, or a builder that computes on tensor values:
+                # the ordinary build below (which raises the error again if it is not the meta device's)
+            finally:
+                BUILD_WITHOUT_INIT.reset(token)
         return self.factory(weights=weights, meta=self.meta, **kwargs)
+
+
+# While True (set by BackboneEntry.build when the weights come from a file), `models.backbone.seeded`
+# builds on the meta device: no random initialisation, whose cost is pure waste when the file's tensors
+# replace it (a ViT-B's takes ~2.5 CPU-s, a ViT-L's ~4.5). `weights.load_strict` then gives the module
+# real memory and copies the file into it, exactly as it copies into an initialised module; it raises
+# `InitNeeded` (the build is redone with the initialisation) when some parameter or buffer
+# would not come from the file (a buffer computed at construction, not saved in state dicts).
+BUILD_WITHOUT_INIT: "contextvars.ContextVar[bool]" = contextvars.ContextVar("dermbench_build_without_init",
+                                                                            default=False)
+
+
+def _weights_file_on_this_machine(meta: BackboneMeta, weights: Optional[str]) -> bool:
+    """True for ``--weights PATH`` of a file that exists (other cases, and errors, are the ordinary build's)."""
+    import os
+
+    return bool(weights) and weights != "random" and os.path.isfile(os.path.expanduser(weights))
+
+
+class InitNeeded(Exception):
+    """A module built without initialisation (BUILD_WITHOUT_INIT) has tensors a state dict does not hold:
+    BackboneEntry.build builds it again with its initialisation."""
+
+
+def _has_meta_tensors(backbone: Any) -> bool:
+    """A plugin that loads its weights by other means than load_weights_into would keep meta tensors."""
+    tensors = getattr(backbone, "parameters", None), getattr(backbone, "buffers", None)
+    if not all(callable(t) for t in tensors):
+        return True  # not an nn.Module: nothing to check it with, build it the ordinary way
+    return any(t.is_meta for get in tensors for t in get())
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}

@@ -175,7 +175,23 @@ def load_strict(module, state_dict: dict, source: Path, converter_name: str = ""
             f"{len(unexpected)} unexpected key(s) {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}. "
             "Is this the right file for this model?"
         )
+    _materialize_if_meta(module)
     module.load_state_dict(state_dict, strict=True)
+
+
+def _materialize_if_meta(module) -> None:
+    """Real (uninitialised) CPU memory for a module built on the meta device, before the strict load
+    fills every tensor of it; InitNeeded if some parameter or buffer is not in its state dict."""
+    import torch
+
+    if not any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        return
+    in_state = {id(t) for t in module.state_dict(keep_vars=True).values()}
+    if any(id(t) not in in_state for t in (*module.parameters(), *module.buffers())):
+        from dermbench.models.registry import InitNeeded
+
+        raise InitNeeded(type(module).__name__)
+    module.to_empty(device=torch.device("cpu"))
 
 
 def unwrap(obj: dict, keys: tuple[str, ...] = ("state_dict", "model", "module")) -> dict:

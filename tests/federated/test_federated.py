@@ -141,11 +141,14 @@ def test_simulation_run_stores_federated_and_baseline_results(simulation_run):
 
 
 def test_dirichlet_clients_from_settings(tmp_path):
-    # one ordinary task split into K label-skewed clients: federated on request, though not on its card
+    # one ordinary task split into K label-skewed clients: federated on request, though not on its card.
+    # Ray gets one CPU: one ClientApp actor runs the 4 clients in turn (each actor is a process that
+    # imports torch and flwr, ~5 CPU-s); the simulation fixture above keeps the default (actors side by side)
     res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "acne04", "--protocol", "federated",
                               "--output", str(tmp_path),
                               "--set", "federated.clients=4", "--set", "federated.dirichlet_alpha=0.3",
-                              "--set", "federated.rounds=1", "--set", "federated.client_evaluate=false", *FAST])
+                              "--set", "federated.rounds=1", "--set", "federated.client_evaluate=false",
+                              "--set", "federated.ray_num_cpus=1", *FAST])
     assert res.exit_code == 0, res.output
     (record,) = list(iter_results(tmp_path))
     assert (record["task"], record["protocol"]) == ("acne04", "federated") and len(record["classes"]) == 4

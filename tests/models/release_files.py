@@ -141,11 +141,12 @@ def random_like_target(key: str, seed: int = 0, overrides: dict | None = None) -
 
     module, _, _ = architecture_module(key)
     g = torch.Generator().manual_seed(seed)
-    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    target = module.state_dict()  # once: a state dict per key would be ~2 x 200 walks of the module
+    shapes = {k: tuple(v.shape) for k, v in target.items()}
     shapes.update(overrides or {})
     out = {}
     for k, shape in shapes.items():
-        dtype = module.state_dict()[k].dtype if k in module.state_dict() else torch.float32
+        dtype = target[k].dtype if k in target else torch.float32
         if not dtype.is_floating_point:  # BatchNorm's num_batches_tracked
             out[k] = torch.zeros(shape, dtype=dtype)
         elif k.endswith("running_var"):

@@ -94,18 +94,21 @@ def _save(obj, path):
 
 @pytest.mark.parametrize("key", ALL)
 def test_release_format_round_trip_gives_identical_outputs(key, tmp_path):
-    random_bb = _build(key)
+    """Compared on one image at the release's input size: a wrong or missing weight shows in one image's
+    outputs as in a batch's, and each ViT-B forward costs ~2 CPU-s here."""
+    # dinov2 and clip write their file from the library's own model (compared with it below and in
+    # test_release_fixes.py), not from a random backbone: no random build for them
+    random_bb = None if key in ("dinov2", "clip") else _build(key)
     obj, suffix = _release_state(key, random_bb)
     path = tmp_path / f"{key}{suffix}"
     _save(obj, path)
     loaded = _build(key, str(path))
-    x = _input(random_bb)
     from dermbench.io import sha256_file
 
     assert loaded.weights_sha256 == sha256_file(path)
-    if key in ("dinov2", "clip"):
-        # the source model is not the random backbone itself: compare with the library below
+    if random_bb is None:
         return
+    x = _input(random_bb)[:1]
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_global(x), random_bb.forward_global(x), rtol=0, atol=0)
         torch.testing.assert_close(loaded.forward_tokens(x), random_bb.forward_tokens(x), rtol=0, atol=0)
