@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,7 +96,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_folder_once(target: Path, marker: str, build: Callable[[Path], Any]) -> Path:
+def build_folder_once(target: Path, marker: str, build: Callable[[Path], Any], poll_s: float = 0.2) -> Path:
     """Return ``target``, first building it with ``build(tmp_folder)`` unless ``target/marker`` exists.
 
     The folder is built in a temporary sibling and renamed into place, so a concurrent or
@@ -103,42 +104,29 @@ def build_folder_once(target: Path, marker: str, build: Callable[[Path], Any]) -
     finished one; when another process finishes first, its copy is used.
 
     Processes that want the same folder at the same time (the workers of a test session, shard
-    processes or Slurm tasks starting together on one cache) build it once: each takes an exclusive
-    ``flock`` on ``.<name>.lock`` beside it, and one that gets the lock after another built the
-    folder uses that copy instead of building its own (DermSynth: ~25 CPU-s saved per extra process).
-    The kernel drops the lock of a process that dies; where the file system has no flock, every
-    process builds, as before, and the rename decides.
+    processes or Slurm tasks starting together on one cache) build it once: the builder holds a claim
+    (:mod:`dermbench.claims`, NFS-safe link/rename, no ``flock``) on ``<parent>/.claims/<name>``, and the
+    others wait for its folder (DermSynth: ~25 CPU-s saved per extra process). A builder that dies
+    leaves a stale claim, which a waiting process takes over, building the folder itself.
     """
+    from dermbench import claims
+
     target = Path(target)
     if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{target.name}.lock"):
-        if (target / marker).is_file():  # built by the process that held the lock before us
+    claims_dir = target.parent / ".claims"
+    while (claim := claims.try_claim(claims_dir, target.name)) is None:
+        if (target / marker).is_file():  # built by the process that holds the claim
             return target
-        return _build_and_rename(target, marker, build)
-
-
-class _exclusive_lock:
-    """``flock(LOCK_EX)`` on ``path`` for the block (blocking); no lock where flock is unsupported."""
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, None
-
-    def __enter__(self) -> None:
-        try:
-            import fcntl
-
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no fcntl (Windows) or no flock on this file system
-            if self.fd is not None:
-                os.close(self.fd)
-            self.fd = None
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the lock
+        time.sleep(poll_s)
+    try:
+        with claims.Heartbeat(claim):
+            if (target / marker).is_file():  # built by a process that held the claim before us
+                return target
+            return _build_and_rename(target, marker, build)
+    finally:
+        claims.release(claim)
 
 
 def _build_and_rename(target: Path, marker: str, build: Callable[[Path], Any]) -> Path:

@@ -40,3 +40,19 @@ def test_a_folder_two_processes_want_at_once_is_built_once(tmp_path):
     # a later call finds the folder and builds nothing
     assert build_folder_once(target, "DONE.json", lambda tmp: _build_slowly(tmp, log)) == target
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_a_builder_that_died_is_taken_over(tmp_path):
+    """A claim left by a builder killed mid-build (its pid gone) does not make the next process wait forever."""
+    from dermbench import claims
+
+    target, log = tmp_path / "cache" / "v1", tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("fork")
+    dead = ctx.Process(target=claims.try_claim, args=(target.parent / ".claims", target.name))
+    dead.start()
+    dead.join(10)  # it claimed the folder and exited without building or releasing
+    assert (target.parent / ".claims" / f"{target.name}.claim").is_file()
+    started = time.monotonic()
+    assert build_folder_once(target, "DONE.json", lambda tmp: _build_slowly(tmp, log)) == target
+    assert time.monotonic() - started < 10 and (target / "payload.txt").read_text() == "built"
+    assert not list((target.parent / ".claims").glob("*.claim"))  # released
