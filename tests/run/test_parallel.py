@@ -4,14 +4,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
 from dermbench.run.executors import ParallelExecutor, auto_jobs, groups
 from dermbench.run.plan import Job, Outcome
-from tests.run.conftest import GRID, dermbench_cmd, stored, subprocess_env
 
 
 def _jobs(n_groups: int) -> list[Job]:
@@ -104,21 +102,3 @@ def test_an_interrupt_stops_the_worker_processes_at_once():
 def test_auto_is_one_process_per_core_up_to_4_on_cpu_and_1_with_a_gpu():
     assert auto_jobs("cpu", cores=2) == 2 and auto_jobs("cpu", cores=64) == 4 and auto_jobs("cpu", cores=1) == 1
     assert auto_jobs("cuda", cores=64) == 1 and auto_jobs("cuda:1", cores=8) == 1 and auto_jobs("mps", cores=8) == 1
-
-
-@pytest.mark.slow
-def test_two_worker_processes_give_the_local_numbers(grid_reference, tmp_path):
-    """Two of the grid's three tasks (4 model × task groups) in two processes: the one-process numbers."""
-    out = tmp_path / "jobs2"
-    grid = list(GRID)
-    grid[grid.index("--task") + 1] = "ddi,mednode"
-    res = subprocess.run(dermbench_cmd("run", *grid, "--output", str(out), "--jobs", "2"), env=subprocess_env(),
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "--jobs 2: 4 model × task group(s) in 2 worker processes" in res.stdout
-    assert "8 result(s) computed, 0 skipped, 0 failed" in res.stdout
-    got, reference = stored(out), stored(grid_reference)
-    assert len(got) == 8 and set(got) <= set(reference)
-    for key, record in got.items():
-        assert record["metrics"] == reference[key]["metrics"], key
-        assert record["predictions"]["sha256"] == reference[key]["predictions"]["sha256"], key

@@ -16,7 +16,7 @@ from dermbench import claims
 from dermbench.run.executors import Shard, parse_shard, select_shard, shard_device
 from dermbench.run.plan import Job, job_states, plan, save_plan
 from dermbench.run.runner import RunSettings
-from tests.run.conftest import GRID, assert_same_numbers, dermbench_cmd, subprocess_env
+from tests.run.conftest import GRID, assert_same_numbers, dermbench_cmd, stored, subprocess_env
 
 runner = CliRunner()
 
@@ -242,6 +242,25 @@ def test_two_shard_processes_together_equal_the_local_run(grid_reference, tmp_pa
     assert_same_numbers(out, grid_reference)
     res = runner.invoke(app, ["status", "--results", str(out)])
     assert "18 done, 0 running, 0 failed, 0 missing" in res.output
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_local_numbers(grid_reference, tmp_path):
+    """`--jobs 2` (dermbench.run.executors.ParallelExecutor; unit tests in test_parallel.py), here beside the
+    shard test so that both share the grid reference in one xdist worker (--dist loadscope). Two of the grid's three tasks (4 model × task groups) in two processes: the one-process numbers."""
+    out = tmp_path / "jobs2"
+    grid = list(GRID)
+    grid[grid.index("--task") + 1] = "ddi,mednode"
+    res = subprocess.run(dermbench_cmd("run", *grid, "--output", str(out), "--jobs", "2"), env=subprocess_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "--jobs 2: 4 model × task group(s) in 2 worker processes" in res.stdout
+    assert "8 result(s) computed, 0 skipped, 0 failed" in res.stdout
+    got, reference = stored(out), stored(grid_reference)
+    assert len(got) == 8 and set(got) <= set(reference)
+    for key, record in got.items():
+        assert record["metrics"] == reference[key]["metrics"], key
+        assert record["predictions"]["sha256"] == reference[key]["predictions"]["sha256"], key
 
 
 def test_executor_options_fail_before_any_work_with_one_line_errors():
