@@ -100,6 +100,15 @@ def _pct(v: float) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
+def grouped_rows(rows: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
+    """Rows (dicts) by their values of ``keys``; groups and the rows in each in order of first appearance
+    (as ``groupby(sort=False)``, in one pass instead of pandas masks per group)."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
 def format_fairness(df: pd.DataFrame) -> str:
     """Markdown: one table per (task, protocol, attribute); rows models, columns subgroups, gap and overall."""
     from dermbench.report.labels import METRIC_TITLES
@@ -117,10 +126,7 @@ def format_fairness(df: pd.DataFrame) -> str:
            "contain 0, so it is not a test. overall = whole test set. —: not reported (see notes).", ""]
     # the rows as dicts, grouped by (task, protocol, attribute), in the table's order: one pass over the
     # table instead of a boolean mask per cell
-    blocks: dict[tuple, list[dict]] = {}
-    for row in df.to_dict("records"):
-        blocks.setdefault((row["task"], row["protocol"], row["attribute"]), []).append(row)
-    for (task, protocol, attribute), part in blocks.items():
+    for (task, protocol, attribute), part in grouped_rows(df.to_dict("records"), ("task", "protocol", "attribute")).items():
         first: dict = {}  # subgroup -> its first row (label, n), in order of appearance
         for r in part:
             if r["row"] == "subgroup":
@@ -130,9 +136,7 @@ def format_fairness(df: pd.DataFrame) -> str:
             "gap test: highest − lowest [paired CI], p", "max − min (descriptive)", "overall"]
         out += [f"## {task} · {protocol} · {attribute}", "", "| model | " + " | ".join(header) + " |",
                 "|---" * (len(header) + 1) + "|"]
-        by_model: dict[str, list[dict]] = {}
-        for r in part:
-            by_model.setdefault(r["model"], []).append(r)
+        by_model = {m: rows for (m,), rows in grouped_rows(part, ("model",)).items()}
         models = list(by_model)
         notes: dict[tuple[str, str], list[str]] = {}
         for m in models:

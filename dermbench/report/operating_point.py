@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from dermbench.report.calibration import eligible, markdown_html
+from dermbench.report.fairness import grouped_rows
 from dermbench.report.sections import Section
 from dermbench.stats import operating_point as OP
 from dermbench.stats import skin_tone as ST
@@ -101,7 +102,7 @@ def format_operating_point(table: pd.DataFrame) -> str:
         out += [f"### {task} · {protocol} · {ATTRIBUTE_TITLES.get(attribute, attribute)}", "",
                 "| model | class | threshold | TPR gap | FPR gap | EOD | p_holm (EOD) | worst-group AUROC | ECE gap | p_holm (ECE gap) |",
                 "|---|---|---|---|---|---|---|---|---|---|"]
-        for (model, cls), g in _grouped([r for r in part if r["row"] == "gap"], ("model", "class_name")).items():
+        for (model, cls), g in grouped_rows([r for r in part if r["row"] == "gap"], ("model", "class_name")).items():
             get = {r["metric"]: r for r in g}
             thr = g[0]["threshold"]
             out.append(f"| {model} | {cls} | {thr:.3f} | {_ci(get.get('tpr_gap'))} | {_ci(get.get('fpr_gap'))} | "
@@ -114,7 +115,7 @@ def format_operating_point(table: pd.DataFrame) -> str:
                 f"{table.attrs.get('min_samples', MIN_SAMPLES)} images, or undefined{others}):", "",
                 "| model | class | subgroup (n, positives) | TPR | FPR | PPV | AUROC | ECE |", "|---|---|---|---|---|---|---|---|"]
         subs = [r for r in part if r["row"] in ("subgroup", "overall") and r["class"] == shown]
-        for (model, cls, label), g in _grouped(subs, ("model", "class_name", "label")).items():
+        for (model, cls, label), g in grouped_rows(subs, ("model", "class_name", "label")).items():
             get = {r["metric"]: r for r in g}
             first = g[0]
             out.append(f"| {model} | {cls} | {label} ({int(first['n'])}, {int(first['n_pos'])}) | "
@@ -129,22 +130,13 @@ def format_operating_point(table: pd.DataFrame) -> str:
 def _blocks(table: pd.DataFrame) -> dict[tuple, list[dict]]:
     """The rows with an attribute, as dicts, by (task, protocol, attribute) in order of first appearance (as
     groupby(sort=False) would): one pass over the table instead of pandas masks, groupbys and iterrows per block."""
-    return _grouped([r for r in table.to_dict("records") if r["attribute"] != ""], ("task", "protocol", "attribute"))
-
-
-def _grouped(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
-    """Rows by their values of ``keys``, groups and rows in order of first appearance."""
-    out: dict[tuple, list[dict]] = {}
-    for r in rows:
-        out.setdefault(tuple(r[k] for k in keys), []).append(r)
-    return out
+    return grouped_rows([r for r in table.to_dict("records") if r["attribute"] != ""], ("task", "protocol", "attribute"))
 
 
 def _figure_class_of(rows: Sequence[dict]) -> int:
     """Binary: the positive class; more classes: the class with the fewest test positives (the rare one)."""
     return int(min((r for r in rows if r["row"] == "overall" and r["metric"] == "tpr"),
                    key=lambda r: (r["n_pos"], r["class"]))["class"])
-
 
 
 def build(results_dir: Path, records: Sequence[dict]) -> Optional[Section]:
