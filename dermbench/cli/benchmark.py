@@ -248,12 +248,14 @@ def run(
     from dermbench.run.runner import RunStopped, run_benchmark
 
     output = results_option(results, old_output)
+    # the options that need no torch first (a misspelt task is refused in half a second), then the device,
+    # whose check imports torch (seconds)
+    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
+                                     overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
     device = device_option(device, on_this_machine=executor != "slurm")  # Slurm: checked on the nodes
     if executor == "slurm" and device == "auto":  # the nodes have a GPU exactly when the array asks for one
         device = "cuda" if slurm_gpus else "cpu"
-    settings = settings_from_options(model, task, protocol, data_root, weights, output, seed, split_seed, device,
-                                     overwrite, split, n_boot, set_, synth_scale, quiet, workers, precision, draft_decode)
-    settings = replace(settings, strict=strict)
+    settings = replace(settings, device=device, strict=strict)
     chosen = executor_from_options(executor, shard, slurm_partition, slurm_gpus, slurm_time, slurm_mem,
                                    slurm_array_parallelism, slurm_setting, wait, slurm_group_by,
                                    jobs=jobs_option(jobs, device))

@@ -202,6 +202,22 @@ def test_list_without_an_argument_imports_no_torch():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
 
 
+def test_run_refuses_a_misspelt_option_before_importing_torch(tmp_path):
+    """The checks that need no torch come before the device check (which imports it, seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom dermbench.cli import app\n"
+            f"out = {str(tmp_path / 'results')!r}\n"
+            "for args in (['--task', 'ddj'], ['--task', 'ddi', '--set', 'linear.epoch=5'], ['--task', 'ddi', '--n-boot', '1']):\n"
+            "    res = CliRunner().invoke(app, ['run', '--model', 'random-vit', '--results', out, *args])\n"
+            "    assert res.exit_code == 2, (args, res.output)\n"
+            "assert 'torch' not in sys.modules, 'the refusal imported torch'\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.fixture
 def json_cases(tmp_path) -> dict[str, list[list[str]]]:
     """Arguments of each command with --json, run on small real inputs: a run's results folder, a weights file."""
