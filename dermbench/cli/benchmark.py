@@ -242,7 +242,9 @@ def run(
 
     Exit 1: a job failed, the run stopped (NaN features), a model was left out for missing weights, or nothing at all was computed or stored.
 
-    Exit 2: bad input refused before any work (an option, a named task not found, no model with weights, --strict)."""
+    Exit 2: bad input refused before any work (an option, a named task not found, no model with weights, --strict).
+
+    Exit 130: interrupted (Ctrl-C); the results finished until then are stored, and the same command goes on."""
     from dataclasses import replace
 
     from dermbench.run.runner import RunStopped, run_benchmark
@@ -263,6 +265,14 @@ def run(
 
     try:
         outcomes = run_benchmark(settings, log=typer.echo, executor=chosen)
+    except KeyboardInterrupt:  # Ctrl-C: typer alone would exit 130 without a word
+        if executor == "slurm":
+            hint = "the arrays already submitted go on running on the cluster; `dermbench status` shows their state"
+        else:
+            hint = ("every result finished so far is stored (each written whole); the same command again goes on "
+                    "from there, skipping them")
+        typer.secho(f"interrupted: {hint}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130)
     except RunStopped as exc:
         fail(f"the run stopped: {exc}", code=1)
     except (DatasetError, FileNotFoundError, ValueError, KeyError) as exc:

@@ -218,6 +218,22 @@ def test_run_refuses_a_misspelt_option_before_importing_torch(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_ctrl_c_in_a_run_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
+    """Typer turns KeyboardInterrupt into a silent exit 130; run says what was kept and how to resume.
+    (A real SIGINT mid-run, by hand: exit 130, the Ray processes of a federated job gone.)"""
+    from dermbench.run import runner as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "run_benchmark", interrupted)
+    res = runner.invoke(app, ["run", "--model", "random-vit", "--task", "ddi", "--results", str(tmp_path / "r"),
+                              "--device", "cpu", "--quiet"])
+    assert res.exit_code == 130
+    assert "interrupted: every result finished so far is stored" in res.output
+    assert "the same command again goes on from there" in res.output
+
+
 @pytest.fixture
 def json_cases(tmp_path) -> dict[str, list[list[str]]]:
     """Arguments of each command with --json, run on small real inputs: a run's results folder, a weights file."""
