@@ -298,10 +298,10 @@ def test_sites_match_classes_by_their_canonical_names(tmp_path):
 # Options and settings refused before any work (nothing is built, nothing is written)
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
-    (["--set", "lineer.epochs=1"], "unknown protocol 'lineer'"),
+    (["--set", "lineer.epochs=1"], "--set lineer.epochs: unknown protocol 'lineer' (did you mean 'linear'?)"),
     (["--set", "linear.epochs=0"], "linear.epochs=0: must be at least 1"),
     (["--set", "linear.epochs=-5"], "linear.epochs=-5: must be at least 1"),
-    (["--set", "linear.epoch=5"], "has no setting 'epoch'"),
+    (["--set", "linear.epoch=5"], "has no setting 'epoch' (did you mean 'epochs'?)"),
     (["--set", "linear.lr=0"], "a learning rate must be greater than 0"),
     (["--n-boot", "0"], "--n-boot 0"),
     (["--synth-scale", "0"], "--synth-scale 0"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
+from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext, did_you_mean
 
 # protocol name -> "module:ClassName"
 _PROTOCOLS = {
@@ -50,7 +50,9 @@ def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
     setting, the value has the setting's type and lies in its range. Raises KeyError / ValueError."""
     for protocol, settings in overrides.items():
         if protocol not in _PROTOCOLS:
-            raise KeyError(f"--set {protocol}.…: unknown protocol {protocol!r}. Valid protocols: {', '.join(_PROTOCOLS)}")
+            given = ", ".join(f"--set {protocol}.{setting}" for setting in settings)
+            raise KeyError(f"{given}: unknown protocol {protocol!r}{did_you_mean(protocol, _PROTOCOLS)}. "
+                           f"Valid protocols: {', '.join(_PROTOCOLS)}")
         if is_available(protocol):
             get_protocol(protocol).resolve_config(settings)
 

@@ -100,7 +100,8 @@ class Protocol:
         cfg = dict(self.defaults)
         for k, v in (overrides or {}).items():
             if k not in cfg:
-                raise KeyError(f"protocol {self.name!r} has no setting {k!r}; settings: {', '.join(sorted(cfg))}")
+                raise KeyError(f"--set {self.name}.{k}: protocol {self.name!r} has no setting {k!r}"
+                               f"{did_you_mean(k, cfg)}; settings: {', '.join(sorted(cfg))}")
             cfg[k] = _coerce(self.name, k, cfg[k], v)
             _check_range(self.name, k, cfg[k])
         return cfg
@@ -112,6 +113,14 @@ class Protocol:
 
     def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
         raise TypeError(f"protocol {self.name!r} does not implement run()")
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'epochs'?)`` for a misspelt name close to one of ``choices``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
