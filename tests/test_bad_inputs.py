@@ -448,6 +448,26 @@ def test_leaderboard_filters_name_what_the_results_folder_holds(two_model_store,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args,says", [
+    (["fairness", "--attribute", "foo"], "--attribute foo: none of the matching results has it; attributes there: "
+                                         "skin_type (ddi)"),
+    (["fairness", "--metric", "dice"], "--metric dice applies to none of the 2 matching results (kinds: classification)"),
+    (["fairness", "--model", "resnet50"], "no stored result matches --model/--task/--protocol; the results folder holds "
+                                          "tasks ddi; models dermino-tiny, random-vit; protocols retrieval"),
+    (["fairness", "--threshold", "youden", "--attribute", "foo"], "and subgroup columns for foo (--attribute)"),
+    (["calibration", "--model", "resnet50"], "calibration: no stored result matches --model/--task/--protocol"),
+    (["calibration", "--protocol", "linear"], "calibration: no stored result matches"),
+])
+def test_a_report_with_nothing_in_it_is_an_error_that_says_why(two_model_store, args, says):
+    """An empty fairness or calibration table used to exit 0 with a note; it names what the store holds instead."""
+    res = runner.invoke(app, [*args, "--results", str(two_model_store), "--task", "ddi"])
+    assert res.exit_code == 2, res.output
+    assert says in res.output and "Traceback" not in res.output, res.output
+    ok = runner.invoke(app, [args[0], "--results", str(two_model_store), "--task", "ddi"]
+                       + (["--attribute", "skin_type"] if args[0] == "fairness" else []))
+    assert ok.exit_code == 0 and "ddi · retrieval" in ok.output, ok.output
+
+
 def test_run_recomputes_a_truncated_result_of_the_cell_it_would_skip(two_model_store, tmp_path):
     store = tmp_path / "results"
     shutil.copytree(two_model_store, store)

@@ -42,7 +42,7 @@ def calibration(
     """ECE (equal-width, equal-mass), classwise ECE, Brier, NLL with bootstrap CIs; temperature scaling before/after."""
     from dermbench.io import atomic_write_text
     from dermbench.report.calibration import calibration_table, format_calibration
-    from dermbench.run.results import iter_results
+    from dermbench.run.results import describe_store, iter_results
 
     results = _results(results)
     models, tasks, protocols = split_list(model), _tasks(task), split_list([protocol] if protocol else None)
@@ -50,6 +50,13 @@ def calibration(
                and (not tasks or r["task"] in tasks) and (not protocols or r["protocol"] in protocols)]
     with reading_the_store():
         table, _ = calibration_table(results, records)
+    if table.empty:  # never an empty report with exit 0: say why and what the folder holds
+        if not records:
+            fail(f"calibration: no stored result matches --model/--task/--protocol; {results} holds "
+                 f"{describe_store(list(iter_results(results)))}")
+        fail(f"calibration: none of the {len(records)} matching results is a classification result with one "
+             f"prediction per test image ({describe_store(records)}); calibration reads the classification "
+             "results of the retrieval and linear protocols")
     typer.echo(format_calibration(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
@@ -72,6 +79,13 @@ def operating_point_command(results, model, task, protocol, attribute, min_sampl
         table = operating_point_table(results, rule=threshold, attributes=attributes, intersectional=intersectional,
                                       min_samples=min_samples, models=split_list(model), tasks=_tasks(task),
                                       protocols=split_list([protocol] if protocol else None))
+    if table.empty:  # never an empty report with exit 0: say why and what the folder holds
+        from dermbench.run.results import describe_store, iter_results
+
+        fail("fairness --threshold: no matching result has both held-out training scores (the "
+             "<protocol>.calibration.csv that linear and retrieval store; rerun older results with --overwrite) and "
+             f"subgroup columns for {', '.join(attributes)} (--attribute); {results} holds "
+             f"{describe_store(list(iter_results(results)))}")
     typer.echo(format_operating_point(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))

@@ -167,7 +167,7 @@ def fairness(
     with reading_the_store():
         table = fairness_table(results, model=split_list(model), task=task, metric=metric, protocol=protocol,
                                attribute=attribute, min_samples=min_samples,
-                               selection=selection_from(seed, split_seed, n_boot, split, set_, key))
+                               selection=selection_from(seed, split_seed, n_boot, split, set_, key), empty_is_error=True)
     typer.echo(format_fairness(table))
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))

@@ -394,7 +394,7 @@ def compare_models(results_dir: Path, model_a: str, model_b: str, tasks: Optiona
         if label not in records:
             there = sorted({str(r.get("model")) for r in iter_results(results_dir)})
             raise ComparisonError(f"no results for model {label!r} in {results_dir}"
-                                  + (f" matching {selection.describe()}" if selection is not None else "")
+                                  + (selection.matching() if selection is not None else "")
                                   + f"; models there: {', '.join(there) or 'none'}")
     if model_a == model_b:
         raise ComparisonError(f"compare needs two different models, got {model_a!r} twice")

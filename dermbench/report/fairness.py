@@ -41,7 +41,8 @@ def _names(value: Union[None, str, Sequence[str]]) -> Optional[set[str]]:
 def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = None,
                    task: Union[None, str, Sequence[str]] = None, metric: str = "auroc",
                    protocol: Union[None, str, Sequence[str]] = None, attribute: Union[None, str, Sequence[str]] = None,
-                   min_samples: int = MIN_SAMPLES, selection=None, records: Optional[Sequence[dict]] = None) -> pd.DataFrame:
+                   min_samples: int = MIN_SAMPLES, selection=None, records: Optional[Sequence[dict]] = None,
+                   empty_is_error: bool = False) -> pd.DataFrame:
     """Per-subgroup metrics, the largest gap and the overall value for the results under ``results_dir``.
 
     ``model``, ``task``, ``protocol``, ``attribute``: names (a string may be comma-separated, a task
@@ -76,6 +77,7 @@ def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = N
         from dermbench.run.identity import select_results
 
         records = [p.record for p in select_results(list(iter_results(results_dir)), selection).values()]
+    stored = list(records)
     records = [r for r in records
                if r.get("protocol") not in EXCLUDED_PROTOCOLS
                and (models is None or r["model"] in models) and (tasks is None or r["task"] in tasks)
@@ -91,9 +93,39 @@ def fairness_table(results_dir: Path, model: Union[None, str, Sequence[str]] = N
     rows = []
     for r in records:
         rows += record_fairness(results_dir, r, metric, sorted(attributes) if attributes else None, min_samples)
+    if not rows and empty_is_error:  # the fairness command: an empty table is an error that says why
+        raise ValueError(f"fairness: {_why_no_rows(stored, records, metric, attributes)}")
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs.update(metric=metric, min_samples=min_samples, results_dir=str(results_dir))
     return table
+
+
+def _why_no_rows(stored: Sequence[dict], matching: Sequence[dict], metric: str, attributes: Optional[set[str]]) -> str:
+    """Why no result gave a fairness row, naming what the store holds (for the option to change)."""
+    from dermbench.report.store_memo import read_predictions
+    from dermbench.run.results import describe_store
+
+    def listing(values) -> str:
+        return ", ".join(sorted(set(values))) or "none"
+
+    if not matching:
+        return f"no stored result matches --model/--task/--protocol; the results folder holds {describe_store(stored)}"
+    scored = [r for r in matching if metric in (CLASSIFICATION_METRICS if r.get("kind") == "classification"
+                                                else SEGMENTATION_METRICS if r.get("kind") == "segmentation" else ())]
+    if not scored:
+        return (f"--metric {metric} applies to none of the {len(matching)} matching results (kinds: "
+                f"{listing(str(r.get('kind')) for r in matching)}); classification: {', '.join(CLASSIFICATION_METRICS)}; "
+                f"segmentation: {', '.join(SEGMENTATION_METRICS)}")
+    present: dict[str, set[str]] = {}  # attribute -> tasks whose predictions carry it
+    for r in scored:
+        for column in read_predictions(r["_path"]).columns:
+            if column.startswith("group_"):
+                present.setdefault(column[len("group_"):], set()).add(r["task"])
+    if not present:
+        return (f"none of the {len(scored)} matching results has subgroups (tasks {listing(r['task'] for r in scored)}); "
+                "fairness needs tasks with subgroups, e.g. fitzpatrick17k-3 (skin type) or derm7pt (sex)")
+    there = "; ".join(f"{a} ({', '.join(sorted(t))})" for a, t in sorted(present.items()))
+    return f"--attribute {','.join(sorted(attributes or ()))}: none of the matching results has it; attributes there: {there}"
 
 
 def _pct(v: float) -> str:

@@ -816,7 +816,7 @@ def _build_leaderboard(results_dir: Path, out_dir: Optional[Path], formats: Sequ
         warn_skipped(s)
     if not records:
         raise FileNotFoundError(f"no results under {results_dir}"
-                                + (f" matching {selection.describe()}" if selection else "")
+                                + (selection.matching() if selection else "")
                                 + (f" ({len(skipped)} JSON file(s) skipped, see the warnings)" if skipped else "")
                                 + "; run `dermbench run ...` first")
     if tasks or protocols or metrics:

@@ -207,6 +207,11 @@ class Selection:
             parts.append(f"--key {self.key}")
         return " ".join(parts) or "no filters"
 
+    def matching(self) -> str:
+        """`` matching --seed 1 ...`` for an error that found nothing, or ``""`` when nothing was filtered."""
+        described = self.describe()
+        return "" if described == "no filters" else f" matching {described}"
+
 
 def _setting_matches(stored: Any, wanted: Any) -> bool:
     if isinstance(wanted, str) and not isinstance(stored, str):

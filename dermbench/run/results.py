@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -337,6 +337,15 @@ def iter_results(results_dir: Path, skipped: Optional[list[SkippedFile]] = None)
         if "result_key" not in record:
             _normalise_legacy(record)
         yield record
+
+
+def describe_store(records: Sequence[dict[str, Any]]) -> str:
+    """``tasks a, b; models x, y; protocols p, q`` of some stored results: what an error says the results
+    folder holds when a report's filters leave nothing to report."""
+    def listing(key: str) -> str:
+        return ", ".join(sorted({str(r.get(key)) for r in records})) or "none"
+
+    return f"tasks {listing('task')}; models {listing('model')}; protocols {listing('protocol')}"
 
 
 def migrate_results(results_dir: Path, dry_run: bool = False) -> list[tuple[Path, Path]]:
