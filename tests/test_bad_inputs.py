@@ -468,6 +468,38 @@ def test_a_report_with_nothing_in_it_is_an_error_that_says_why(two_model_store, 
     assert ok.exit_code == 0 and "ddi · retrieval" in ok.output, ok.output
 
 
+def test_skin_tone_on_an_empty_store_is_an_error(tmp_path):
+    (tmp_path / "r").mkdir()
+    res = runner.invoke(app, ["skin-tone", "--results", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "no classification results under" in res.output, res.output
+
+
+def test_skin_tone_estimates_the_whole_test_set_or_refuses(two_model_store, tmp_path):
+    """Labelled tasks are skipped unless asked; the estimate joins the operating-point tables; a stored split
+    naming test images the data no longer has is refused (it used to estimate on the rest)."""
+    store = tmp_path / "results"
+    shutil.copytree(two_model_store, store)
+    res = runner.invoke(app, ["skin-tone", "--results", str(store), "--task", "ddi"])
+    assert res.exit_code == 0 and "has dermatologist-assigned skin types, skipped" in res.output, res.output
+    assert not (store / "_skin_tone").exists()
+    res = runner.invoke(app, ["skin-tone", "--results", str(store), "--task", "ddi", "--include-labelled"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(next(store.glob("random-vit/ddi/retrieval@*.json")).read_text())
+    split = json.loads((store / record["split"]["path"]).read_text())
+    estimates = pd.read_csv(store / "_skin_tone" / "ddi.csv")
+    assert len(estimates) == len(split["test"]) and f"ITA estimated for {len(split['test'])} test images" in res.output
+    res = runner.invoke(app, ["fairness", "--results", str(store), "--task", "ddi", "--threshold", "youden",
+                              "--attribute", "ita_estimated"])
+    assert res.exit_code == 0 and "ddi · retrieval · ita_estimated" in res.output, res.output
+    res = runner.invoke(app, ["fairness", "--results", str(store), "--task", "ddi", "--attribute", "ita_estimated"])
+    assert res.exit_code == 2 and "add --threshold youden" in res.output, res.output
+
+    split["test"].append("not-in-the-data")
+    (store / record["split"]["path"]).write_text(json.dumps(split))
+    res = runner.invoke(app, ["skin-tone", "--results", str(store), "--task", "ddi", "--include-labelled", "--overwrite"])
+    assert res.exit_code == 2 and "'not-in-the-data'" in res.output and "the data changed since the run" in res.output
+
+
 def test_run_recomputes_a_truncated_result_of_the_cell_it_would_skip(two_model_store, tmp_path):
     store = tmp_path / "results"
     shutil.copytree(two_model_store, store)

@@ -125,7 +125,12 @@ def _why_no_rows(stored: Sequence[dict], matching: Sequence[dict], metric: str, 
         return (f"none of the {len(scored)} matching results has subgroups (tasks {listing(r['task'] for r in scored)}); "
                 "fairness needs tasks with subgroups, e.g. fitzpatrick17k-3 (skin type) or derm7pt (sex)")
     there = "; ".join(f"{a} ({', '.join(sorted(t))})" for a, t in sorted(present.items()))
-    return f"--attribute {','.join(sorted(attributes or ()))}: none of the matching results has it; attributes there: {there}"
+    from dermbench.stats.skin_tone import ATTRIBUTE as ESTIMATED
+
+    hint = (f"; {ESTIMATED}, the skin tone `dermbench skin-tone` estimates, joins the tables at an operating "
+            "point: add --threshold youden" if attributes and ESTIMATED in attributes else "")
+    return (f"--attribute {','.join(sorted(attributes or ()))}: none of the matching results has it; "
+            f"attributes there: {there}{hint}")
 
 
 def _pct(v: float) -> str:

@@ -52,6 +52,9 @@ def estimate_store(results_dir: Path, tasks: Optional[Sequence[str]] = None, inc
         missing = sorted(set(tasks) - set(records))
         if missing:
             raise KeyError(f"no classification results for task(s) {', '.join(missing)} under {results_dir}")
+    if not records:
+        raise FileNotFoundError(f"no classification results under {results_dir}: skin tone is estimated for the test "
+                                "images of stored results; run `dermbench run ...` first or pass --results")
     written = []
     for task, record in sorted(records.items()):
         csv_path, json_path = store_paths(results_dir, task)
@@ -66,7 +69,12 @@ def estimate_store(results_dir: Path, tasks: Optional[Sequence[str]] = None, inc
         split = json.loads((results_dir / record["split"]["path"]).read_text())
         by_id = data.by_id()
         test_ids = split["test"]
-        samples = [by_id[i] for i in test_ids if i in by_id]
+        gone = [i for i in test_ids if i not in by_id]
+        if gone:  # never estimate on part of the test set: the data changed since the run
+            raise ValueError(f"{task}: {len(gone)} of the {len(test_ids)} test images of the stored split "
+                             f"({record['split']['path']}) are not in the data at {record['data']['root']} "
+                             f"(e.g. {gone[0]!r}); the data changed since the run: rerun `dermbench run` on this data")
+        samples = [by_id[i] for i in test_ids]
         table = ST.estimate_samples(samples)
         data_bytes = table.to_csv(index=False, float_format="%.4f", lineterminator="\n").encode("utf-8")
         atomic_write_bytes(csv_path, data_bytes)
