@@ -303,6 +303,8 @@ def test_sites_match_classes_by_their_canonical_names(tmp_path):
     (["--set", "linear.epochs=-5"], "linear.epochs=-5: must be at least 1"),
     (["--set", "linear.epoch=5"], "has no setting 'epoch' (did you mean 'epochs'?)"),
     (["--set", "linear.lr=0"], "a learning rate must be greater than 0"),
+    (["--set", "linear.epochs=abc"], "--set linear.epochs=abc: expected an integer, got 'abc'"),
+    (["--set", "seg-upernet.save_masks=maybe"], "--set seg-upernet.save_masks=maybe: expected true or false"),
     (["--n-boot", "0"], "--n-boot 0"),
     (["--synth-scale", "0"], "--synth-scale 0"),
 ])
@@ -312,6 +314,14 @@ def test_bad_options_are_refused_before_any_work(tmp_path, args, message):
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_a_misspelt_pretraining_setting_names_the_close_one(tmp_path):
+    res = runner.invoke(app, ["pretrain", "--preset", "tiny", "--set", "optim.base_lrr=1e-3", "--print-config",
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: unknown configuration key 'optim.base_lrr' (did you mean 'optim.base_lr'?)")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_unknown_leaderboard_format_is_a_one_line_error(tmp_path):

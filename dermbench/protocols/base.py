@@ -123,6 +123,7 @@ def did_you_mean(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 # Settings that only make sense in a range, by name across protocols: a head trained for 0 or -5
@@ -157,8 +158,9 @@ def _coerce(protocol: str, key: str, default: Any, value: Any) -> Any:
             return True
         if low in _FALSE:
             return False
-        raise ValueError(f"{protocol}.{key} expects true/false (or 1/0, yes/no, on/off), got {value!r}")
+        raise ValueError(f"--set {protocol}.{key}={value}: expected true or false (or 1/0, yes/no, on/off), got {value!r}")
     try:
         return type(default)(value)
     except ValueError as exc:
-        raise ValueError(f"{protocol}.{key} expects a {type(default).__name__}, got {value!r}") from exc
+        raise ValueError(f"--set {protocol}.{key}={value}: expected {_KIND_NAMES.get(type(default), type(default).__name__)}, "
+                         f"got {value!r}") from exc

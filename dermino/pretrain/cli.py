@@ -145,8 +145,8 @@ def pretrain(
             return
         if resume is None:
             cfg.validate()
-    except (KeyError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    except (KeyError, ValueError) as exc:  # a KeyError's str() quotes its message: print the message itself
+        typer.secho(f"error: {exc.args[0] if exc.args else exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     from dermino.pretrain.train import export_checkpoint, train
 

@@ -8,6 +8,7 @@ next to every checkpoint. No torch import here: the CLI's ``--help`` must stay i
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,7 +290,9 @@ def apply_overrides(cfg: PretrainConfig, overrides: dict[str, Any]) -> PretrainC
         leaf = parts[-1]
         if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
             names = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
-            raise KeyError(f"unknown configuration key {key!r}; valid keys here: {names}")
+            close = difflib.get_close_matches(leaf, names, n=1)
+            hint = f" (did you mean {'.'.join(parts[:-1] + close)!r}?)" if close else ""
+            raise KeyError(f"unknown configuration key {key!r}{hint}; valid keys here: {', '.join(names)}")
         kind = {f.name: str(f.type) for f in dataclasses.fields(target)}[leaf]
         if isinstance(value, str):
             value = _coerce(kind, value, key)
