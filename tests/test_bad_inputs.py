@@ -167,6 +167,35 @@ def test_absolute_image_paths_outside_the_manifest_folder_need_an_id_column(synt
         load_task(root, get_card("mpl5"))
 
 
+@pytest.mark.parametrize("export", ["semicolons", "tabs", "header case and spaces", "utf-8 bom"])
+def test_a_manifest_as_a_spreadsheet_exports_it_reads_the_same(synth, tmp_path, export):
+    """Excel writes ';' (many locales) or tabs, a BOM, and headers such as 'Image' or ' Label'."""
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    plain = load_task(root, get_card("mpl5"))
+    t = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if export == "semicolons":
+        t.to_csv(csv, index=False, sep=";")
+    elif export == "tabs":
+        t.to_csv(csv, index=False, sep="\t")
+    elif export == "header case and spaces":
+        t.rename(columns={"image": "Image", "label": " Label "}).to_csv(csv, index=False)
+    else:
+        t.to_csv(csv, index=False, encoding="utf-8-sig")
+    exported = load_task(root, get_card("mpl5"))
+    assert [(s.id, s.label, s.groups) for s in exported.samples] == [(s.id, s.label, s.groups) for s in plain.samples]
+
+
+def test_a_manifest_header_naming_a_column_twice_is_refused(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    t = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    t["Label"] = t["label"]
+    t.to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"manifest.csv: column\(s\) \['label'\] appear more than once"):
+        load_task(root, get_card("mpl5"))
+
+
 def test_a_zero_byte_manifest_is_a_one_line_error(synth, tmp_path):
     root = _copy(synth, tmp_path, "MPL5")
     (root / "MPL5" / "manifest.csv").write_bytes(b"")

@@ -15,6 +15,7 @@ from dermbench.data.adapters._common import check_mask, check_no_empty_class, ch
 from dermbench.data.sample import DatasetError, Sample, TaskData
 
 SUBGROUPS = ("skin_type", "sex", "age", "site")
+KNOWN_COLUMNS = ("image", "label", "id", "split", *SUBGROUPS, "mask", "caption")
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -32,6 +33,7 @@ def load(root: Path, card) -> TaskData:
                            "(see docs/datasets.md)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{csv}: not a readable CSV ({type(exc).__name__}: {exc}); save it as UTF-8 CSV") from None
+    table = _excel_friendly(table, csv)
     needs_label = bool(card.classes)
     required = ["image"] + (["label"] if needs_label else [])
     missing = [c for c in required if c not in table.columns]
@@ -79,6 +81,24 @@ def _relative_id(csv: Path, value: str, image: Path, line: int) -> str:
     except ValueError:
         raise DatasetError(f"{csv}:{line}: image {value!r} is an absolute path outside the manifest's folder, so it "
                            "cannot name the sample; add an 'id' column, or give paths relative to the manifest") from None
+
+
+def _excel_friendly(table: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """What spreadsheet exports do to a manifest, undone: ``;`` or tab as the separator (Excel in many
+    locales) and column names with other case or spaces (``Image``, `` label``). A header that would map
+    two columns to one name is refused rather than guessed."""
+    if len(table.columns) == 1:
+        header = str(table.columns[0])
+        for sep in (";", "\t"):
+            if sep in header:
+                table = pd.read_csv(csv, dtype=str, keep_default_na=False, sep=sep)
+                break
+    names = [str(c).strip().lower() if str(c).strip().lower() in KNOWN_COLUMNS else str(c) for c in table.columns]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise DatasetError(f"{csv}: column(s) {doubled} appear more than once (names compared without case and "
+                           f"spaces); found {list(table.columns)}")
+    return table.set_axis(names, axis=1)
 
 
 def _path(csv: Path, value: str, line: int, column: str) -> Path:
