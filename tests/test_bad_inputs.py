@@ -167,7 +167,7 @@ def test_absolute_image_paths_outside_the_manifest_folder_need_an_id_column(synt
         load_task(root, get_card("mpl5"))
 
 
-@pytest.mark.parametrize("export", ["semicolons", "tabs", "header case and spaces", "utf-8 bom"])
+@pytest.mark.parametrize("export", ["semicolons", "tabs", "header case and spaces", "utf-8 bom", "label case and spaces"])
 def test_a_manifest_as_a_spreadsheet_exports_it_reads_the_same(synth, tmp_path, export):
     """Excel writes ';' (many locales) or tabs, a BOM, and headers such as 'Image' or ' Label'."""
     root = _copy(synth, tmp_path, "MPL5")
@@ -180,10 +180,23 @@ def test_a_manifest_as_a_spreadsheet_exports_it_reads_the_same(synth, tmp_path, 
         t.to_csv(csv, index=False, sep="\t")
     elif export == "header case and spaces":
         t.rename(columns={"image": "Image", "label": " Label "}).to_csv(csv, index=False)
+    elif export == "label case and spaces":
+        assert not t["label"].str.isdigit().any()  # class names, so the names are what is read
+        t.assign(label=[f" {v.upper()} " for v in t["label"]]).to_csv(csv, index=False)
     else:
         t.to_csv(csv, index=False, encoding="utf-8-sig")
     exported = load_task(root, get_card("mpl5"))
     assert [(s.id, s.label, s.groups) for s in exported.samples] == [(s.id, s.label, s.groups) for s in plain.samples]
+
+
+def test_an_unknown_manifest_label_names_the_line(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    t = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    t.loc[2, "label"] = "melanocytic naevus?"
+    t.to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match=r"manifest.csv:4: column 'label' has the label 'melanocytic naevus\?'"):
+        load_task(root, get_card("mpl5"))
 
 
 def test_a_manifest_header_naming_a_column_twice_is_refused(synth, tmp_path):

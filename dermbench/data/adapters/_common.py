@@ -49,11 +49,17 @@ def require(path: Optional[Path], what: str, where: Path, fix: str) -> Path:
     return path
 
 
-def class_index(value: str, classes: Sequence[str], file: Path, column: str) -> int:
-    if value not in classes:
-        raise DatasetError(f"{file}: column {column!r} has the label {value!r}, expected one of {list(classes)}; "
-                           "fix the file or map the label in the task card")
-    return list(classes).index(value)
+def class_index(value: str, classes: Sequence[str], file: Path, column: str, line: Optional[int] = None) -> int:
+    """The index of ``value`` among the card's classes. A label that differs only in case or surrounding
+    spaces (``Melanoma``, ``melanoma ``) is that class when exactly one class matches so."""
+    if value in classes:
+        return list(classes).index(value)
+    folded = [i for i, c in enumerate(classes) if c.strip().casefold() == str(value).strip().casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    where = f"{file}:{line}" if line is not None else str(file)
+    raise DatasetError(f"{where}: column {column!r} has the label {value!r}, expected one of {list(classes)}; "
+                       "fix the file or map the label in the task card")
 
 
 def check_no_empty_class(samples: Iterable[Sample], classes: Sequence[str], root: Path, expected: dict) -> None:

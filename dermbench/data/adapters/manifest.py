@@ -53,7 +53,7 @@ def load(root: Path, card) -> TaskData:
         sample = Sample(id=sid, image=image, groups={g: str(row[g]) for g in SUBGROUPS if g in row and row[g] != ""})
         if needs_label:
             raw = str(row["label"]).strip()
-            sample.label = int(raw) if raw.isdigit() and int(raw) < len(card.classes) else class_index(raw, card.classes, csv, "label")
+            sample.label = int(raw) if raw.isdigit() and int(raw) < len(card.classes) else class_index(raw, card.classes, csv, "label", n)
             sample.source_label = raw
         if row.get("split"):
             split = SPLITS.get(str(row["split"]).strip().lower())
