@@ -672,6 +672,14 @@ def test_a_named_task_that_is_not_found_is_refused_before_any_work(synth, tmp_pa
     assert _result_files(out) == [] and not (out / "_jobs").exists()
 
 
+def test_a_data_root_that_is_the_dataset_folder_itself_names_its_parent(synth, tmp_path):
+    root, out = _copy(synth, tmp_path, "ddi"), tmp_path / "results"
+    res = _run(["--task", "ddi", "--data-root", str(root / "ddi"), "--output", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "looks like the DDI folder itself" in res.output and f"pass --data-root {root}" in res.output
+    assert _result_files(out) == []
+
+
 def test_a_data_root_that_does_not_exist_is_refused_before_any_work(tmp_path):
     out = tmp_path / "results"
     res = _run(["--task", "all", "--data-root", str(tmp_path / "nowhere"), "--output", str(out)])

@@ -20,6 +20,9 @@ def find_task_root(data_root: Path, card) -> Path:
     if any(name.lower() in entries for name in card.unzipped):
         return data_root
     also = f", or its archives' folders {list(card.unzipped)} directly in it" if card.unzipped else ""
+    if data_root.name.lower() in {name.lower() for name in card.folders}:  # the dataset's folder given as the root
+        raise DatasetError(f"task {card.name}: the data root {data_root} looks like the {card.title} folder itself; the data "
+                           f"root is the folder above the datasets: pass --data-root {data_root.parent}")
     raise DatasetError(f"task {card.name}: none of the folders {list(card.folders)} found in {data_root}{also}; "
                        f"download {card.title} and extract it there under one of those names")
 
