@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent / "dermbench"
 
 # package -> layer (docs/architecture.md). Foundation modules (io, config, claims, progress, the package root) are layer 0.
 LAYERS = {
-    "": 0, "io": 0, "config": 0, "claims": 0, "progress": 0,
+    "": 0, "io": 0, "config": 0, "claims": 0, "progress": 0, "names": 0,
     "models": 1, "data": 1,
     "features": 2, "stats": 2,
     "federated": 3,

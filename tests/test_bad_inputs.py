@@ -358,6 +358,19 @@ def test_bad_options_are_refused_before_any_work(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args,says", [
+    (["--model", "DINOv2", "--task", "ddi"], "unknown model 'DINOv2' (did you mean 'dinov2'?)"),
+    (["--model", "random-vit", "--task", "malignacy"], "unknown task 'malignacy' (did you mean 'malignancy'?)"),
+    (["--model", "random-vit", "--task", "DDI"], "unknown task 'DDI' (did you mean 'ddi'?)"),
+    (["--model", "random-vit", "--task", "ddi", "--protocol", "lienar"], "unknown protocol 'lienar' (did you mean 'linear'?)"),
+])
+def test_a_misspelt_name_gets_the_close_one(tmp_path, args, says):
+    out = tmp_path / "results"
+    res = runner.invoke(app, ["run", *args, "--results", str(out)])
+    assert res.exit_code == 2 and says in res.output, res.output
+    assert not out.exists()
+
+
 def test_a_misspelt_pretraining_setting_names_the_close_one(tmp_path):
     res = runner.invoke(app, ["pretrain", "--preset", "tiny", "--set", "optim.base_lrr=1e-3", "--print-config",
                               "--out", str(tmp_path / "run")])

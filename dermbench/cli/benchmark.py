@@ -114,7 +114,9 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
     protocols = split_list(protocol)
     for p in protocols or []:
         if p not in protocol_names():
-            fail(f"unknown protocol {p!r}. Valid protocols: {', '.join(protocol_names())}")
+            from dermbench.names import did_you_mean
+
+            fail(f"unknown protocol {p!r}{did_you_mean(p, protocol_names())}. Valid protocols: {', '.join(protocol_names())}")
     try:
         select_tasks(task)
     except KeyError as exc:

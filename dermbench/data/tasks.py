@@ -214,7 +214,10 @@ def _paper_order(name: str) -> tuple[int, str]:
 def get_card(name: str) -> TaskCard:
     cards = load_cards()
     if name not in cards:
-        raise KeyError(f"unknown task {name!r}. Valid tasks: {', '.join(cards)}; groups: {', '.join(GROUPS)}; or 'all'")
+        from dermbench.names import did_you_mean
+
+        hint = did_you_mean(name, [*cards, *GROUPS, "all", "classification"])
+        raise KeyError(f"unknown task {name!r}{hint}. Valid tasks: {', '.join(cards)}; groups: {', '.join(GROUPS)}; or 'all'")
     return cards[name]
 
 

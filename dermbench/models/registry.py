@@ -189,6 +189,10 @@ def get(key: str) -> BackboneEntry:
         hint = ""
         if key in _DISCOVERY_ERRORS:
             hint = f" (its plugin failed to import: {_DISCOVERY_ERRORS[key]})"
+        if not hint:
+            from dermbench.names import did_you_mean
+
+            hint = did_you_mean(key, available())
         raise KeyError(f"unknown model {key!r}{hint}. Valid models: {', '.join(available())}")
     return _REGISTRY[key]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext, did_you_mean
+from dermbench.names import did_you_mean
+from dermbench.protocols.base import Protocol, ProtocolOutput, RunContext
 
 # protocol name -> "module:ClassName"
 _PROTOCOLS = {
@@ -40,7 +41,7 @@ def is_available(name: str) -> bool:
 
 def get_protocol(name: str) -> Protocol:
     if name not in _PROTOCOLS:
-        raise KeyError(f"unknown protocol {name!r}. Valid protocols: {', '.join(_PROTOCOLS)}")
+        raise KeyError(f"unknown protocol {name!r}{did_you_mean(name, _PROTOCOLS)}. Valid protocols: {', '.join(_PROTOCOLS)}")
     module, cls = _PROTOCOLS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 

@@ -16,6 +16,7 @@ import pandas as pd
 from dermbench.data.sample import Sample, TaskData
 from dermbench.data.splits import Split
 from dermbench.data.tasks import TaskCard
+from dermbench.names import did_you_mean
 
 # Families of per-sample predictions; each has its metrics in dermbench.stats.evaluation.
 #  classification: columns sample_id, label, pred, score_0..score_{C-1}
@@ -113,14 +114,6 @@ class Protocol:
 
     def run(self, ctx: RunContext) -> ProtocolOutput:  # pragma: no cover - interface
         raise TypeError(f"protocol {self.name!r} does not implement run()")
-
-
-def did_you_mean(name: str, choices) -> str:
-    """`` (did you mean 'epochs'?)`` for a misspelt name close to one of ``choices``, else ``""``."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}

@@ -8,10 +8,11 @@ next to every checkpoint. No torch import here: the CLI's ``--help`` must stay i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from dermbench.names import did_you_mean
 
 PRESETS = ("paper", "tiny")
 LOSSES = ("dino", "ibot", "koleo", "proto")
@@ -290,8 +291,7 @@ def apply_overrides(cfg: PretrainConfig, overrides: dict[str, Any]) -> PretrainC
         leaf = parts[-1]
         if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
             names = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
-            close = difflib.get_close_matches(leaf, names, n=1)
-            hint = f" (did you mean {'.'.join(parts[:-1] + close)!r}?)" if close else ""
+            hint = did_you_mean(key, [".".join([*parts[:-1], n]) for n in names])
             raise KeyError(f"unknown configuration key {key!r}{hint}; valid keys here: {', '.join(names)}")
         kind = {f.name: str(f.type) for f in dataclasses.fields(target)}[leaf]
         if isinstance(value, str):
