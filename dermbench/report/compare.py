@@ -45,8 +45,10 @@ SEGMENTATION_METRICS = ("dice", "jaccard", "pixel_accuracy", "miou")
 PER_IMAGE_SEGMENTATION = ("dice", "jaccard")  # stored per image: Wilcoxon applies
 _CAPTION_TEXT_COLUMNS = ("sample_id", "reference", "generated")
 LABEL_EFFICIENCY = "label-efficiency"
-# Protocols whose predictions hold one block per setting (each block lists the test set once)
-MULTI_BLOCK = (LABEL_EFFICIENCY, "robustness", "transfer")
+# Protocols whose predictions hold one block per setting (each block lists the test set once); those
+# besides label efficiency give their replicates through Protocol.metric_replicates
+REPLICATE_HOOK = ("robustness", "transfer")
+MULTI_BLOCK = (LABEL_EFFICIENCY, *REPLICATE_HOOK)
 
 COLUMNS = ["task", "protocol", "kind", "metric", "n_test", "n_boot", "value_a", "value_b", "diff", "ci_low", "ci_high",
            "p_boot", "p_delong", "p_mcnemar", "p_wilcoxon", "p_ttest_paper",
@@ -194,8 +196,8 @@ def _claim_bootstrap(ra: dict, pa: pd.DataFrame, pb: pd.DataFrame, name: str, n_
 
     kind, protocol = ra.get("kind"), ra.get("protocol")
     labels = None
-    if kind == "classification" and "label" in pa.columns:
-        labels = (pa.drop_duplicates("sample_id") if protocol == LABEL_EFFICIENCY else pa)["label"].to_numpy()
+    if kind == "classification" and "label" in pa.columns:  # one label per test image, also where blocks repeat them
+        labels = (pa.drop_duplicates("sample_id") if protocol in MULTI_BLOCK else pa)["label"].to_numpy()
     split_seed = int(ra.get("split_seed", (ra.get("split") or {}).get("seed", ra.get("seed", 0))) or 0)
     seed = bootstrap_seed(f"{ra['task']}|claim", str(ra.get("split_sha256")), split_seed)
     idx = bootstrap_indices(n_test, n_boot, seed, labels)
@@ -205,6 +207,11 @@ def _claim_bootstrap(ra: dict, pa: pd.DataFrame, pb: pd.DataFrame, name: str, n_
             from dermbench.protocols.label_efficiency import fraction_replicates
 
             return fraction_replicates(pa, chunk)[name]["replicates"], fraction_replicates(pb, chunk)[name]["replicates"]
+        if protocol in REPLICATE_HOOK:  # the protocol's own replicates of its blocks, as for the stored resamples
+            from dermbench.protocols import get_protocol
+
+            hook = get_protocol(protocol).metric_replicates
+            return hook(pa, chunk)[name][1], hook(pb, chunk)[name][1]
         if kind == "caption":
             va, vb = pa[name].to_numpy(np.float64), pb[name].to_numpy(np.float64)
             return va[chunk].mean(axis=1), vb[chunk].mean(axis=1)
@@ -258,7 +265,7 @@ def compare_pair(results_dir: Path, ra: dict, rb: dict, metric: str = "auroc",
         except KeyError:
             point_a, point_b = stored_values()
             notes.append(f"{name} is not in both label-efficiency results: values only")
-    elif ra["protocol"] in ("robustness", "transfer"):  # the protocol's own replicates of each block's metrics
+    elif ra["protocol"] in REPLICATE_HOOK:  # the protocol's own replicates of each block's metrics
         from dermbench.protocols import get_protocol
 
         idx, boot_note = _load_bootstrap(results_dir, ra, rb, n_test)
