@@ -199,6 +199,28 @@ def test_an_unknown_manifest_label_names_the_line(synth, tmp_path):
         load_task(root, get_card("mpl5"))
 
 
+@pytest.mark.parametrize("line", [2, 4])
+def test_a_manifest_row_with_more_fields_than_the_header_names_its_line(synth, tmp_path, line):
+    """An unquoted comma in a value. On the first data row pandas took the row's first fields as its index
+    and shifted the rest (the label column held another column's value, without a word)."""
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    lines = csv.read_text().splitlines()
+    lines[line - 1] += ",an unquoted, caption"
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=rf"manifest.csv:{line}: more fields than the header; put values that contain ','"):
+        load_task(root, get_card("mpl5"))
+
+
+def test_a_semicolon_manifest_may_hold_commas_in_its_values(synth, tmp_path):
+    root = _copy(synth, tmp_path, "MPL5")
+    csv = root / "MPL5" / "manifest.csv"
+    t = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    t.assign(site=[f"{v}, left" for v in t["site"]]).to_csv(csv, index=False, sep=";")
+    data = load_task(root, get_card("mpl5"))
+    assert all(s.groups["site"].endswith(", left") for s in data.samples) and len(data.samples) == len(t)
+
+
 def test_a_manifest_header_naming_a_column_twice_is_refused(synth, tmp_path):
     root = _copy(synth, tmp_path, "MPL5")
     csv = root / "MPL5" / "manifest.csv"
