@@ -74,10 +74,13 @@ def read_readings(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ReadingsError(f"readings file {path} does not exist; give the CSV of the reader study "
                             f"(columns {', '.join(REQUIRED)})")
+    from dermbench.data.adapters._common import read_user_csv
+    from dermbench.data.sample import DatasetError
+
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ReadingsError(f"readings file {path} is not a readable CSV ({type(exc).__name__}: {exc})") from exc
+        df = read_user_csv(path, "readings file", ",".join(REQUIRED))
+    except DatasetError as exc:
+        raise ReadingsError(str(exc.args[0])) from None
     df = df.rename(columns={c: c.strip() for c in df.columns}).rename(columns=ALIASES)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:

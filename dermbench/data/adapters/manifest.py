@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from dermbench.data.adapters import adapter
-from dermbench.data.adapters._common import check_mask, check_no_empty_class, child, class_index, empty_file
+from dermbench.data.adapters._common import (check_mask, check_no_empty_class, child, class_index, empty_file,
+                                             read_user_csv)
 from dermbench.data.sample import DatasetError, Sample, TaskData
 
 SUBGROUPS = ("skin_type", "sex", "age", "site")
@@ -26,7 +27,7 @@ def load(root: Path, card) -> TaskData:
     if csv is None:
         raise DatasetError(f"{root}: {name} not found; a manifest task needs a CSV with columns image,label "
                            "(optional: id, split, skin_type, sex, age, site, mask, caption) — see docs/datasets.md")
-    table = _excel_friendly(_read_csv(csv, _separator(csv)), csv)
+    table = _excel_friendly(read_user_csv(csv, "manifest", "image,label (see docs/datasets.md)"), csv)
     needs_label = bool(card.classes)
     required = ["image"] + (["label"] if needs_label else [])
     missing = [c for c in required if c not in table.columns]
@@ -74,59 +75,6 @@ def _relative_id(csv: Path, value: str, image: Path, line: int) -> str:
     except ValueError:
         raise DatasetError(f"{csv}:{line}: image {value!r} is an absolute path outside the manifest's folder, so it "
                            "cannot name the sample; add an 'id' column, or give paths relative to the manifest") from None
-
-
-def _separator(csv: Path) -> str:
-    """``,``, or ``;`` / tab where the header line has that and no comma (Excel's export in many locales)."""
-    try:
-        with open(csv, encoding="utf-8-sig", errors="replace") as f:
-            header = f.readline()
-    except OSError as exc:
-        raise DatasetError(f"{csv}: cannot be read ({exc})") from None
-    if "," not in header:
-        for sep in (";", "\t"):
-            if sep in header:
-                return sep
-    return ","
-
-
-def _read_csv(csv: Path, sep: str) -> pd.DataFrame:
-    """The manifest as strings. A row with more fields than the header (an unquoted separator inside a
-    caption, say) is an error naming the line: pandas would silently take its first fields as the index
-    and shift every column."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(csv, dtype=str, keep_default_na=False, sep=sep, index_col=False)
-    except pd.errors.EmptyDataError:
-        raise DatasetError(f"{csv}: the manifest is empty; it needs a header line image,label and one row per image "
-                           "(see docs/datasets.md)") from None
-    except pd.errors.ParserWarning:  # the first data row is the long one
-        raise _too_many_fields(csv, sep) from None
-    except pd.errors.ParserError as exc:
-        if "fields in line" in str(exc):  # a later row is the long one
-            raise _too_many_fields(csv, sep) from None
-        raise DatasetError(f"{csv}: not a readable CSV ({type(exc).__name__}: {exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{csv}: not a readable CSV ({type(exc).__name__}: {exc}); save it as UTF-8 CSV") from None
-
-
-def _too_many_fields(csv: Path, sep: str) -> DatasetError:
-    """The error for the first row with more fields than the header, naming its line."""
-    import csv as csvlib
-
-    where = str(csv)
-    with open(csv, newline="", encoding="utf-8-sig") as f:
-        rows = csvlib.reader(f, delimiter=sep)
-        width = len(next(rows, []))
-        for line, row in enumerate(rows, start=2):
-            if len(row) > width:
-                where = f"{csv}:{line}"
-                break
-    return DatasetError(f"{where}: more fields than the header; put values that contain {sep!r} in double quotes "
-                        f"(\"a{sep} b\")")
 
 
 def _excel_friendly(table: pd.DataFrame, csv: Path) -> pd.DataFrame:
