@@ -102,7 +102,7 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
     """RunSettings from the options `run` and `plan` share; a bad value exits with its one-line error."""
     from dermbench.data.tasks import select_tasks
     from dermbench.models import registry
-    from dermbench.protocols import names as protocol_names
+    from dermbench.protocols import check_name as check_protocol_name
     from dermbench.run.runner import RunSettings
 
     models = split_list(model) or []
@@ -113,10 +113,10 @@ def settings_from_options(model, task, protocol, data_root, weights, output, see
             fail(str(exc.args[0]))
     protocols = split_list(protocol)
     for p in protocols or []:
-        if p not in protocol_names():
-            from dermbench.names import did_you_mean
-
-            fail(f"unknown protocol {p!r}{did_you_mean(p, protocol_names())}. Valid protocols: {', '.join(protocol_names())}")
+        try:
+            check_protocol_name(p)
+        except KeyError as exc:
+            fail(error_text(exc))
     try:
         select_tasks(task)
     except KeyError as exc:

@@ -186,13 +186,10 @@ def available() -> list[str]:
 def get(key: str) -> BackboneEntry:
     discover()
     if key not in _REGISTRY:
-        hint = ""
-        if key in _DISCOVERY_ERRORS:
-            hint = f" (its plugin failed to import: {_DISCOVERY_ERRORS[key]})"
-        if not hint:
-            from dermbench.names import did_you_mean
+        from dermbench.names import did_you_mean
 
-            hint = did_you_mean(key, available())
+        hint = (f" (its plugin failed to import: {_DISCOVERY_ERRORS[key]})" if key in _DISCOVERY_ERRORS
+                else did_you_mean(key, available()))
         raise KeyError(f"unknown model {key!r}{hint}. Valid models: {', '.join(available())}")
     return _REGISTRY[key]
 

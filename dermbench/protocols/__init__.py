@@ -39,9 +39,14 @@ def is_available(name: str) -> bool:
     return importlib.util.find_spec(_PROTOCOLS[name].split(":")[0]) is not None
 
 
-def get_protocol(name: str) -> Protocol:
+def check_name(name: str) -> None:
+    """A KeyError naming the valid protocols (and the close one) for an unknown protocol name."""
     if name not in _PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}{did_you_mean(name, _PROTOCOLS)}. Valid protocols: {', '.join(_PROTOCOLS)}")
+
+
+def get_protocol(name: str) -> Protocol:
+    check_name(name)
     module, cls = _PROTOCOLS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
@@ -58,4 +63,4 @@ def validate_overrides(overrides: dict[str, dict[str, Any]]) -> None:
             get_protocol(protocol).resolve_config(settings)
 
 
-__all__ = ["Protocol", "ProtocolOutput", "RunContext", "get_protocol", "is_available", "names", "validate_overrides"]
+__all__ = ["Protocol", "ProtocolOutput", "RunContext", "check_name", "get_protocol", "is_available", "names", "validate_overrides"]

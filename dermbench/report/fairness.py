@@ -104,6 +104,7 @@ def _why_no_rows(stored: Sequence[dict], matching: Sequence[dict], metric: str, 
     """Why no result gave a fairness row, naming what the store holds (for the option to change)."""
     from dermbench.report.store_memo import read_predictions
     from dermbench.run.results import describe_store
+    from dermbench.stats.skin_tone import ATTRIBUTE as ESTIMATED
 
     def listing(values) -> str:
         return ", ".join(sorted(set(values))) or "none"
@@ -125,8 +126,6 @@ def _why_no_rows(stored: Sequence[dict], matching: Sequence[dict], metric: str, 
         return (f"none of the {len(scored)} matching results has subgroups (tasks {listing(r['task'] for r in scored)}); "
                 "fairness needs tasks with subgroups, e.g. fitzpatrick17k-3 (skin type) or derm7pt (sex)")
     there = "; ".join(f"{a} ({', '.join(sorted(t))})" for a, t in sorted(present.items()))
-    from dermbench.stats.skin_tone import ATTRIBUTE as ESTIMATED
-
     hint = (f"; {ESTIMATED}, the skin tone `dermbench skin-tone` estimates, joins the tables at an operating "
             "point: add --threshold youden" if attributes and ESTIMATED in attributes else "")
     return (f"--attribute {','.join(sorted(attributes or ()))}: none of the matching results has it; "

@@ -74,8 +74,8 @@ def read_readings(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ReadingsError(f"readings file {path} does not exist; give the CSV of the reader study "
                             f"(columns {', '.join(REQUIRED)})")
-    from dermbench.data.adapters._common import read_user_csv
     from dermbench.data.sample import DatasetError
+    from dermbench.data.user_csv import read_user_csv
 
     try:
         df = read_user_csv(path, "readings file", ",".join(REQUIRED))

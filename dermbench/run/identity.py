@@ -192,7 +192,7 @@ class Selection:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     key: Optional[str] = None
 
-    def describe(self) -> str:
+    def _parts(self) -> list[str]:
         parts = []
         if self.seeds:
             parts.append(f"--seed {','.join(map(str, self.seeds))}")
@@ -205,12 +205,15 @@ class Selection:
         parts += [f"--set {p}.{k}={v}" for p, kv in sorted(self.settings.items()) for k, v in sorted(kv.items())]
         if self.key:
             parts.append(f"--key {self.key}")
-        return " ".join(parts) or "no filters"
+        return parts
+
+    def describe(self) -> str:
+        return " ".join(self._parts()) or "no filters"
 
     def matching(self) -> str:
         """`` matching --seed 1 ...`` for an error that found nothing, or ``""`` when nothing was filtered."""
-        described = self.describe()
-        return "" if described == "no filters" else f" matching {described}"
+        parts = self._parts()
+        return f" matching {' '.join(parts)}" if parts else ""
 
 
 def _setting_matches(stored: Any, wanted: Any) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from dermbench.data.adapters import adapter
-from dermbench.data.adapters._common import (check_mask, check_no_empty_class, child, class_index, empty_file,
-                                             read_user_csv)
+from dermbench.data.adapters._common import check_mask, check_no_empty_class, child, class_index, empty_file
 from dermbench.data.sample import DatasetError, Sample, TaskData
+from dermbench.data.user_csv import read_user_csv
 
 SUBGROUPS = ("skin_type", "sex", "age", "site")
 KNOWN_COLUMNS = ("image", "label", "id", "split", *SUBGROUPS, "mask", "caption")
